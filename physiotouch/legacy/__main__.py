@@ -1,0 +1,56 @@
+"""python -m physiotouch.legacy convert OLD.pth NEW.ckpt   |   python -m physiotouch.legacy info OLD.pth"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from physiotouch.checkpoints import FORMAT, atomic_torch_save
+from physiotouch.legacy import load_upstream_checkpoint
+from physiotouch.models import named_model_configs
+from physiotouch.utils.safe_load import CheckpointError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m physiotouch.legacy",
+                                     description="Read checkpoints of the reference PhysioTouch Stage-1 program.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="reference best.pth/last.pth -> a physiotouch .ckpt")
+    conv.add_argument("old")
+    conv.add_argument("new")
+    conv.add_argument("--model", choices=sorted(named_model_configs()),
+                      help="model size (default: inferred from the weights)")
+    info = sub.add_parser("info", help="print the reference run's settings and the inferred model size")
+    info.add_argument("old")
+    args = parser.parse_args(argv)
+    try:
+        cfg = named_model_configs()[args.model] if getattr(args, "model", None) else None
+        ck = load_upstream_checkpoint(args.old, cfg)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = {"epoch": ck.epoch, "loss": ck.loss, "scheme": ck.scheme,
+               **{k: ck.settings.get(k) for k in ("alpha", "beta", "mask_ratio", "norm_pix_loss", "static_ratio")},
+               "model_cfg": ck.model_cfg.to_dict()}
+    if args.command == "info":
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    settings = {k: v for k, v in ck.settings.items() if isinstance(v, (int, float, str, bool, type(None)))}
+    atomic_torch_save({
+        "format": FORMAT,
+        "state_dict": {f"model.{k}": v for k, v in ck.model.state_dict().items()},
+        "hyper_parameters": {"model_cfg": ck.model_cfg.to_dict(),
+                             "loss_cfg": {"scheme": ck.scheme, "alpha": settings.get("alpha"),
+                                          "beta": settings.get("beta"),
+                                          "static_ratio": settings.get("static_ratio")}},
+        "physiotouch": {"converted_from": str(args.old), "upstream_settings": settings,
+                        "upstream_epoch": ck.epoch, "upstream_loss": ck.loss},
+    }, args.new)
+    print(f"wrote {args.new} ({ck.scheme}, epoch {ck.epoch}, model "
+          f"{ck.model_cfg.encoder.hidden_size}-wide x {ck.model_cfg.encoder.num_hidden_layers} layers)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Plain dataclasses for the model's sizes; Hydra's `conf/model/*.yaml` fill them.
+
+Field names follow Hugging Face's CLIP vision config, so a CLIP `config.json` can be compared key by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+
+@dataclass
+class EncoderConfig:
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    image_size: int = 56
+    patch_size: int = 14
+    num_channels: int = 3
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    # 'random' (fresh weights) or 'clip' (a local Hugging Face CLIP directory at clip_path).
+    init: str = "random"
+    clip_path: str | None = None
+    # The video tube embedding: 'random' (the reference) or 'clip_2d' (CLIP's 2-D patch kernel, AnyTouch's choice).
+    video_embed_init: str = "random"
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
+@dataclass
+class DecoderConfig:
+    hidden_size: int = 32
+    intermediate_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    qkv_bias: bool = True
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    projection_dim: int = 48
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = False
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
+        """Build from a plain mapping (e.g. a resolved OmegaConf node); unknown keys are an error."""
+        cfg = dict(cfg)
+        cfg.pop("_target_", None)
+        enc = _known(EncoderConfig, cfg.pop("encoder", {}) or {}, "model.encoder")
+        dec = _known(DecoderConfig, cfg.pop("decoder", {}) or {}, "model.decoder")
+        top = _known(cls, cfg, "model", skip={"encoder", "decoder"})
+        model = cls(encoder=EncoderConfig(**enc), decoder=DecoderConfig(**dec), **top)
+        model.validate()
+        return model
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        e = self.encoder
+        if e.image_size % e.patch_size:
+            raise ValueError(f"model.encoder.image_size {e.image_size} is not a multiple of patch_size {e.patch_size}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"model.mask_ratio must lie in [0, 1); got {self.mask_ratio}")
+        if e.init not in ("random", "clip"):
+            raise ValueError(f"model.encoder.init must be 'random' or 'clip'; got '{e.init}'")
+        if e.init == "clip" and not e.clip_path:
+            raise ValueError("model.encoder.init=clip needs model.encoder.clip_path=DIR (a local CLIP checkpoint folder)")
+        if e.video_embed_init not in ("random", "clip_2d"):
+            raise ValueError(f"model.encoder.video_embed_init must be 'random' or 'clip_2d'; got '{e.video_embed_init}'")
+
+
+def _known(kind, values: Mapping[str, Any], where: str, skip=()) -> dict:
+    names = {f.name for f in fields(kind)} - set(skip)
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} under '{where}'; known: {sorted(names)}")
+    return dict(values)
