@@ -42,7 +42,7 @@ def model_state_from(ckpt: dict) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read one of our checkpoints (training `.ckpt` or a converted reference one), refusing anything else."""
-    ckpt = safe_torch_load(path)
+    ckpt = safe_torch_load(path, allow_namespace=True)  # the Namespace only so a reference file gets a hint
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model_cfg" not in ckpt.get("hyper_parameters", {}):
         hint = (" It looks like a reference checkpoint: convert it first with "
                 f"`python -m physiotouch.legacy convert {path} NEW.ckpt`."

@@ -68,7 +68,7 @@ class ClipDataset(Dataset):
         seq = self.sequences[int(self.windows.seq[i])]
         t = int(self.windows.t[i])
         if self.cache is not None:
-            clip = np.ascontiguousarray(self.cache.window(seq, t))
+            clip = np.array(self.cache.window(seq, t))  # a copy: the cache is read-only
         else:
             clip = np.stack([decode_frame(seq.frame_path(self.root, u), self.image_size)
                              for u in range(t - WINDOW + 1, t + 1)])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -249,4 +250,5 @@ def ensure_synthetic(cfg: SynthConfig) -> Path:
                 return Path(cfg.out) / "index.csv"
         except json.JSONDecodeError:
             pass
+    logging.getLogger(__name__).info("generating the built-in synthetic data set into %s (once)", cfg.out)
     return generate(cfg)

@@ -1,0 +1,238 @@
+"""PretrainModule: the reference's training program as a LightningModule.
+
+Randomness: every training batch draws its augmentation, its masking noise and (alternating mode) its
+static/dynamic coin from a generator seeded by (seed, epoch, batch index), not from the global RNG. The data order
+depends only on (seed, epoch) too (the datamodule's sampler). So a run resumed from `last.ckpt` repeats exactly
+what an uninterrupted run does. Validation masks are seeded by the clip alone: the same mask for every run,
+seed and scheme, so `val/objective` is comparable across all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
+from physiotouch.models import build_model
+
+from .optim import OptimConfig, base_lr, build_optimizer, lr_at
+from .schemes import MODE_DYNAMIC, MODE_JOINT, MODE_STATIC, LossConfig
+
+EPOCH_SUMS = ("total", "static", "dynamic", "recon", "pred", "n_static", "n_dynamic", "n_total")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training hit a NaN/Inf loss; the message names the checkpoint of the last good state."""
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from a few integers (splitmix-style), so nearby (epoch, batch) pairs get unrelated streams."""
+    x = 0x9E3779B97F4A7C15
+    for v in values:
+        x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+class PretrainModule(L.LightningModule):
+    def __init__(self, model_cfg: dict, loss_cfg: dict, optim_cfg: dict, augment_cfg: dict | None = None,
+                 seed: int = 0, batch_size: int = 8, max_epochs: int = 100, debug: dict | None = None):
+        super().__init__()
+        # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters()
+        self.model = build_model(**model_cfg)
+        self.loss_cfg = LossConfig(**loss_cfg)
+        self.loss_cfg.validate()
+        self.optim_cfg = OptimConfig(**optim_cfg)
+        self.augment_cfg = AugmentConfig(**(augment_cfg or {}))
+        self.seed, self.batch_size, self.max_epochs = int(seed), int(batch_size), int(max_epochs)
+        self.debug = dict(debug or {})
+        # Parameters a mode never uses are frozen, so DDP needs no unused-parameter search: the post-layernorm
+        # (features only) always, and the image path in the joint mode (the reference never trains it there).
+        unused = [self.model.encoder.post_layernorm]
+        if self.loss_cfg.mode == "joint":
+            unused += [self.model.encoder.embeddings.patch_embedding, self.model.head_image]
+        for module in unused:
+            module.requires_grad_(False)
+        self.history: list[dict[str, float]] = []  # one row per finished epoch (and the initial validation)
+        self.best_train_loss = math.inf
+        self.elapsed_before = 0.0  # seconds trained before the last resume
+        self._fit_start = None
+        self._sums: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # optimisation
+    @property
+    def peak_lr(self) -> float:
+        return base_lr(self.optim_cfg, self.batch_size, self.trainer.world_size if self._trainer else 1)
+
+    def configure_optimizers(self):
+        return build_optimizer(self.model, self.optim_cfg, self.peak_lr)
+
+    def current_lr(self, batch_idx: int) -> float:
+        steps = max(1, self.trainer.num_training_batches)
+        epoch_float = self.current_epoch + batch_idx / steps
+        return lr_at(epoch_float, self.peak_lr, self.optim_cfg.min_lr, self.optim_cfg.warmup_epochs, self.max_epochs)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx % self.optim_cfg.accum_iter == 0:  # the reference sets the rate every accum_iter data steps
+            lr = self.current_lr(batch_idx)
+            for group in self.optimizers().optimizer.param_groups:
+                group["lr"] = lr
+
+    # ------------------------------------------------------------------------------------------------------------
+    # batches
+    def _generator(self, batch_idx: int, device: torch.device) -> torch.Generator:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(_mix(self.seed, self.current_epoch, batch_idx))
+        return gen
+
+    def prepare_clips(self, batch: dict, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 [B, 4, S, S, 3] -> normalised float [B, 4, 3, S, S] (augmented when training)."""
+        clips = to_float_clips(batch["clip"])
+        if train:
+            clips = augment_clips(clips, self.augment_cfg, gen)
+        return normalize(clips)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        gen = self._generator(batch_idx, self.device)
+        clips = self.prepare_clips(batch, True, gen)
+        b, num_patches = clips.shape[0], self.model.num_patches
+        noise = torch.rand(b, num_patches, device=self.device, generator=gen)
+        cfg = self.loss_cfg
+        if cfg.mode == "joint":
+            out = self.model.forward_video(clips, noise)
+            total, mode = cfg.joint_total(out["loss_static"], out["loss_recon"], out["loss_pred"]), MODE_JOINT
+        elif torch.rand(1, device=self.device, generator=gen).item() < cfg.static_ratio:
+            out = self.model.forward_image(clips, noise)
+            total, mode = out["loss_static"], MODE_STATIC
+        else:
+            out = self.model.forward_video(clips, noise)
+            total, mode = cfg.training_dynamic(out["loss_recon"], out["loss_pred"]), MODE_DYNAMIC
+        if self.debug.get("inject_nan_at_step") is not None and self.global_step >= int(self.debug["inject_nan_at_step"]):
+            total = total * float("nan")
+        self._guard_finite(total, batch_idx)
+        self._log_batch(out, total, mode, batch_idx, b)
+        self._accumulate(out, total, mode)
+        return total
+
+    def _guard_finite(self, total: torch.Tensor, batch_idx: int) -> None:
+        bad = not bool(torch.isfinite(total.detach()))
+        if not self.trainer.strategy.reduce_boolean_decision(bad, all=False):
+            return
+        # The weights still hold the state after the last good optimiser step: save it before stopping.
+        path = None
+        if all(torch.isfinite(p).all() for p in self.model.parameters()):
+            ckpt_dir = self.debug.get("checkpoint_dir") or self.trainer.default_root_dir
+            path = f"{ckpt_dir}/nonfinite-last-good.ckpt"
+            self.trainer.save_checkpoint(path)
+        where = f"epoch {self.current_epoch}, batch {batch_idx}, optimiser step {self.global_step}"
+        saved = (f"the last good state was saved to {path}" if path else
+                 "the weights are already non-finite, so no checkpoint was saved; resume from last.ckpt")
+        raise NonFiniteLossError(f"non-finite training loss at {where}: {saved}. Lower the learning rate "
+                                 f"(optim.blr / optim.lr), enable optim.grad_clip, or use trainer precision 32.")
+
+    def _log_batch(self, out: dict, total: torch.Tensor, mode: int, batch_idx: int, b: int) -> None:
+        cfg = self.loss_cfg
+        lr = self.optimizers().optimizer.param_groups[0]["lr"]
+        metrics = {"batch/loss_total": total.detach(), "batch/mode": float(mode), "batch/lr": lr,
+                   "batch/epoch": float(self.current_epoch) + batch_idx / max(1, self.trainer.num_training_batches),
+                   "batch/iteration": float(self.current_epoch * self.trainer.num_training_batches + batch_idx)}
+        if "loss_recon" in out:
+            for key in ("loss_recon", "loss_pred", "loss_dynamic"):
+                metrics[f"batch/{key}"] = out[key].detach()
+        if mode != MODE_DYNAMIC:
+            metrics["batch/loss_static"] = out["loss_static"].detach()
+        if mode == MODE_JOINT:
+            static, dynamic = out["loss_static"].detach(), out["loss_dynamic"].detach()
+            w_static, w_dynamic = cfg.alpha * static, cfg.beta * cfg.training_dynamic(out["loss_recon"],
+                                                                                      out["loss_pred"]).detach()
+            metrics.update({"batch/loss_ratio": static / dynamic, "batch/weighted_static": w_static,
+                            "batch/weighted_dynamic": w_dynamic, "batch/alpha": cfg.alpha, "batch/beta": cfg.beta,
+                            "batch/static_contribution": w_static / (w_static + w_dynamic),
+                            "batch/dynamic_contribution": w_dynamic / (w_static + w_dynamic)})
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=b)
+
+    def _accumulate(self, out: dict, total: torch.Tensor, mode: int) -> None:
+        if not self._sums:
+            self._sums = {k: torch.zeros((), device=self.device, dtype=torch.float64) for k in EPOCH_SUMS}
+        s = self._sums
+        s["total"] += total.detach()
+        s["n_total"] += 1
+        if mode != MODE_DYNAMIC:
+            s["static"] += out["loss_static"].detach()
+            s["n_static"] += 1
+        if mode != MODE_STATIC:
+            for key in ("dynamic", "recon", "pred"):
+                s[key] += out[f"loss_{key}"].detach()
+            s["n_dynamic"] += 1
+
+    # ------------------------------------------------------------------------------------------------------------
+    # validation: the same objective for every scheme, with a fixed mask per clip
+    def fixed_noise(self, clip_ids: torch.Tensor) -> torch.Tensor:
+        rows = [torch.rand(self.model.num_patches, generator=torch.Generator().manual_seed(int(cid)))
+                for cid in clip_ids.tolist()]
+        return torch.stack(rows).to(self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        clips = self.prepare_clips(batch, False)
+        noise = self.fixed_noise(batch["clip_id"])
+        out = self.model.forward_video(clips, noise)
+        b = clips.shape[0]
+        metrics = {f"val/{k}": out[k] for k in ("loss_static", "loss_recon", "loss_pred", "loss_dynamic")}
+        metrics["val/objective"] = out["loss_static"] + out["loss_dynamic"]
+        if self.loss_cfg.mode == "alternating":  # what the static batches of this mode train
+            metrics["val/loss_static_image"] = self.model.forward_image(clips, noise)["loss_static"]
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # epochs (summarised by EpochSummary, which runs before the checkpoint callbacks save)
+    def summarize_epoch(self) -> dict[str, float]:
+        s = {k: float(self.trainer.strategy.reduce(v, reduce_op="sum")) for k, v in self._sums.items()}
+        self._sums = {}
+        cfg, row = self.loss_cfg, {"epoch": float(self.current_epoch)}
+        if s.get("n_total"):
+            train_loss = s["total"] / s["n_total"]
+            self.best_train_loss = min(self.best_train_loss, train_loss)
+            row.update({"epoch/train_loss": train_loss, "epoch/best_loss_so_far": self.best_train_loss,
+                        "epoch/lr": self.optimizers().optimizer.param_groups[0]["lr"]})
+        if s.get("n_static"):
+            row["epoch/loss_static"] = s["static"] / s["n_static"]
+        if s.get("n_dynamic"):
+            for key in ("dynamic", "recon", "pred"):
+                row[f"epoch/loss_{key}"] = s[key] / s["n_dynamic"]
+        if "epoch/loss_static" in row and "epoch/loss_dynamic" in row:
+            static, dynamic = row["epoch/loss_static"], row["epoch/loss_dynamic"]
+            w_static = cfg.alpha * static
+            w_dynamic = cfg.beta * cfg.training_dynamic(row["epoch/loss_recon"], row["epoch/loss_pred"])
+            row.update({"epoch/loss_ratio": static / dynamic, "epoch/weighted_static": w_static,
+                        "epoch/weighted_dynamic": w_dynamic,
+                        "epoch/actual_static_contribution": w_static / (w_static + w_dynamic),
+                        "epoch/actual_dynamic_contribution": w_dynamic / (w_static + w_dynamic)})
+        self.log_dict({k: v for k, v in row.items() if k != "epoch"}, on_step=False, on_epoch=True)
+        row.update(self.val_metrics())
+        self.history.append(row)
+        return row
+
+    def val_metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.time()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.time() - self._fit_start if self._fit_start else 0.0)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["physiotouch"] = {"history": self.history, "best_train_loss": self.best_train_loss,
+                                     "elapsed_seconds": self.elapsed()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("physiotouch", {})
+        self.history = list(state.get("history", []))
+        self.best_train_loss = float(state.get("best_train_loss", math.inf))
+        self.elapsed_before = float(state.get("elapsed_seconds", 0.0))

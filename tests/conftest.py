@@ -1,0 +1,49 @@
+"""Shared fixtures: a small synthetic TacQuad-layout data set and the real composed config, sized for a CPU."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from physiotouch.config import compose_config  # noqa: E402
+from physiotouch.data.synthetic import SynthConfig, generate  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+SMALL = dict(num_objects=6, frames=10, width=32, height=24, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_data_master(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "synth"
+    generate(SynthConfig(out=str(root), **SMALL))
+    return root
+
+
+@pytest.fixture
+def small_data(small_data_master, tmp_path) -> Path:
+    """A private copy per test (tests may corrupt it)."""
+    root = tmp_path / "synth"
+    shutil.copytree(small_data_master, root)
+    return root
+
+
+def train_overrides(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """The real config, pointed at the small data set and a temporary output folder, tiny and fast."""
+    return [f"data.root={data_root}", "data.synthetic=null", f"data.cache_dir={out}/cache", f"paths.output_dir={out}",
+            f"paths.data_dir={out}/data", "data.batch_size=8", "data.val_batch_size=16",
+            "data.split.val_fraction=0.2", "data.split.test_fraction=0.2", "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "optim.warmup_epochs=1", *extra]
+
+
+@pytest.fixture
+def make_cfg():
+    def make(data_root: Path, out: Path, *extra: str):
+        return compose_config(train_overrides(data_root, out, *extra))
+
+    return make
