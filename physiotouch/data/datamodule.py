@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .cache import FrameCache, build_cache
-from .check import decode_frame, quick_check
+from .check import check_sequence_frames, decode_frame, quick_check
 from .index import DEFAULT_LABEL_REGEX, WINDOW, DataError, IndexProblem, Sequence, read_index
 from .splits import SplitConfig, data_version, split_sequences, splits_record
 from .synthetic import SynthConfig, ensure_synthetic
@@ -181,7 +181,7 @@ class TactileDataModule(L.LightningDataModule):
         """The test split, decoded directly (no cache). Only the release command may call this."""
         self.setup()
         seqs = self.splits["test"]
-        problems = quick_check(self.root, seqs, str(self.index))
+        problems = [p for seq in seqs for p in check_sequence_frames(self.root, seq, str(self.index))]
         if problems:
             self._fail(problems, "the test split's frames")
         windows, _ = make_windows(seqs)
