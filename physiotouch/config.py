@@ -12,6 +12,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("physiotouch_root", lambda: str(REPO_DIR))
     if not OmegaConf.has_resolver("physiotouch_is_alternating"):
         OmegaConf.register_new_resolver("physiotouch_is_alternating", lambda mode: mode == "alternating")
+    if not OmegaConf.has_resolver("physiotouch_one_minus"):
+        OmegaConf.register_new_resolver("physiotouch_one_minus", lambda x: round(1.0 - float(x), 12))
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

@@ -87,7 +87,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     resolve_precision(cfg.trainer)
     return hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                                    accumulate_grad_batches=cfg.optim.accum_iter,
-                                   gradient_clip_val=cfg.optim.grad_clip, _convert_="partial")
+                                   gradient_clip_val=cfg.optim.grad_clip or None,  # 0 or null: no clipping
+                                   _convert_="partial")
 
 
 def best_value(history: list[dict], key: str, mode: str) -> float | None:
@@ -179,13 +180,23 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run_training(cfg)["metric"]
-    except USER_ERRORS as err:
-        log.error("%s: %s", type(err).__name__, err)
+    except Exception as err:  # noqa: BLE001 - sorted below: user errors, then anything during a sweep
+        user_error = isinstance(err, USER_ERRORS)
+        if not (user_error or sweeping):
+            raise
+        if user_error:
+            log.error("%s: %s", type(err).__name__, err)
+        else:
+            log.exception("job failed")  # the traceback goes to this job's log file
         print(f"error: {err}", file=sys.stderr, flush=True)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return None  # a sweeper records the job as failed and goes on
+        if sweeping:
+            # One failed job must not end the sweep: the sweeper records the job as failed (with this reason).
+            status = Path(cfg.paths.output_dir) / "status.json"
+            status.write_text(json.dumps({"status": "failed", "reason": f"{type(err).__name__}: {err}"}))
+            return None
         sys.exit(1)
     finally:
         _finish_wandb()

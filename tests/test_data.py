@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from physiotouch.data import DataError, TactileDataModule, read_index
-from physiotouch.data.augment import AugmentConfig, augment_clips, hsv_to_rgb, rgb_to_hsv
+from physiotouch.data.augment import AugmentConfig, augment_clips, shift_hue
 from physiotouch.data.cache import build_cache
 from physiotouch.data.check import decode_frame
 from physiotouch.data.datamodule import make_windows
@@ -104,9 +104,29 @@ def test_augmentation_is_identical_across_the_four_frames():
     assert torch.equal(out, again)  # reproducible from the generator
 
 
-def test_hsv_round_trip_and_flip_only_config():
+def test_hue_shift_equals_the_hsv_round_trip_of_colorsys():
+    import colorsys
+
+    x = torch.rand(1, 1, 3, 6, 7)
+    x[..., 0, 0] = 0.5  # a grey pixel: hue undefined, must stay grey
+    for shift in (-0.3, 0.1, 0.25):
+        ours = shift_hue(x, torch.tensor([[shift]]).view(1, 1, 1, 1))
+        for i in range(6):
+            for j in range(7):
+                h, s_, v = colorsys.rgb_to_hsv(*x[0, 0, :, i, j].tolist())
+                expected = colorsys.hsv_to_rgb((h + shift) % 1.0, s_, v)
+                assert torch.allclose(ours[0, 0, :, i, j], torch.tensor(expected), atol=1e-5), (shift, i, j)
+
+
+def test_chunking_does_not_change_the_augmentation():
+    x = torch.rand(7, 4, 3, 8, 8)
+    full = augment_clips(x.clone(), AugmentConfig(), torch.Generator().manual_seed(3), chunk=7)
+    chunked = augment_clips(x.clone(), AugmentConfig(), torch.Generator().manual_seed(3), chunk=2)
+    assert torch.allclose(full, chunked, atol=1e-6)
+
+
+def test_flip_only_config():
     x = torch.rand(2, 4, 3, 8, 8)
-    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5)
     cfg = AugmentConfig(hflip=1.0, vflip=0.0, brightness=0, contrast=0, saturation=0, hue=0)
     assert torch.equal(augment_clips(x.clone(), cfg, torch.Generator().manual_seed(0)), x.flip(-1))
 

@@ -52,34 +52,27 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=-3, keepdim=True)
 
 
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue of RGB images x [..., 3, H, W] by `shift` (in turns), keeping saturation and value.
+
+    The same result as RGB -> HSV -> (h + shift) mod 1 -> RGB (torchvision's adjust_hue), computed directly:
+    with v = max, m = min, d = v - m and h6 = 6·hue, channel k = v - d·clamp(min(K, 4 - K), 0, 1) where
+    K = (n_k + h6 + 6·shift) mod 6 and n = 5, 3, 1 for R, G, B. No HSV tensor is built, which makes it several
+    times cheaper on the CPU.
+    """
     r, g, b = x.unbind(dim=-3)
-    maxc, minc = x.max(dim=-3).values, x.min(dim=-3).values
-    flat = maxc == minc
-    delta = maxc - minc
-    ones = torch.ones_like(maxc)
-    sat = delta / torch.where(flat, ones, maxc)
-    div = torch.where(flat, ones, delta)
-    rc, gc, bc = (maxc - r) / div, (maxc - g) / div, (maxc - b) / div
-    hue = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    hue = torch.where(flat, torch.zeros_like(hue), hue)
-    hue = torch.remainder(hue / 6.0, 1.0)
-    return torch.stack([hue, sat, maxc], dim=-3)
-
-
-def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(dim=-3)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1 - s)).clamp(0, 1)
-    q = (v * (1 - s * f)).clamp(0, 1)
-    t = (v * (1 - s * (1 - f))).clamp(0, 1)
-    # For each sector i, which of (v, q, p, t) goes to r, g, b.
-    table = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], device=x.device)
-    choices = torch.stack([v, q, p, t], dim=-3)  # [..., 4, H, W]
-    idx = table[i].movedim(-1, -3)  # [..., 3, H, W]
-    return torch.gather(choices, -3, idx)
+    v = torch.maximum(torch.maximum(r, g), b)
+    d = v - torch.minimum(torch.minimum(r, g), b)
+    inv = d.clamp_min(1e-12).reciprocal_()
+    h6 = torch.where(v == r, (g - b).mul_(inv), torch.where(v == g, (b - r).mul_(inv).add_(2.0),
+                                                             (r - g).mul_(inv).add_(4.0)))
+    h6.add_(6.0 * shift)
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(h6 + n, 6.0)
+        weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+        out.append(v - d * weight)
+    return torch.stack(out, dim=-3)
 
 
 def _adjust(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
@@ -92,35 +85,47 @@ def _adjust(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
         return (f * x + (1 - f) * mean).clamp(0, 1)
     if op == 2:  # saturation: blend with the frame's grey image
         return (f * x + (1 - f) * grayscale(x)).clamp(0, 1)
-    hsv = rgb_to_hsv(x)  # hue: rotate the hue circle
-    hue = torch.remainder(hsv[:, :, 0] + f[:, :, 0], 1.0)
-    return hsv_to_rgb(torch.stack([hue, hsv[:, :, 1], hsv[:, :, 2]], dim=2))
+    return shift_hue(x, f[:, :, 0])  # hue: rotate the hue circle
 
 
-def augment_clips(clips: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """clips [B, T, 3, H, W] in [0, 1] -> the same with one random transform per clip, shared by its T frames."""
+def augment_clips(clips: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
+                  chunk: int | None = None) -> torch.Tensor:
+    """clips [B, T, 3, H, W] in [0, 1] -> the same with one random transform per clip, shared by its T frames.
+
+    All random draws are made for the whole batch first, so the result does not depend on `chunk`: the number
+    of clips transformed together (default: all on a GPU; 1 on a CPU, where passes over a whole batch of 224 px
+    clips are bound by memory bandwidth and one clip at a time stays in cache, about 3x faster).
+    """
     if not cfg.enabled:
         return clips
     b, dev = clips.shape[0], clips.device
+    chunk = chunk or (b if clips.is_cuda else 1)
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(b, device=dev, generator=generator)
 
     flip_h = torch.rand(b, device=dev, generator=generator) < cfg.hflip
     flip_v = torch.rand(b, device=dev, generator=generator) < cfg.vflip
-    clips = torch.where(flip_h.view(-1, 1, 1, 1, 1), clips.flip(-1), clips)
-    clips = torch.where(flip_v.view(-1, 1, 1, 1, 1), clips.flip(-2), clips)
     factors = [uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness),
                uniform(max(0.0, 1 - cfg.contrast), 1 + cfg.contrast),
                uniform(max(0.0, 1 - cfg.saturation), 1 + cfg.saturation),
                uniform(-cfg.hue, cfg.hue)]
     active = [cfg.brightness > 0, cfg.contrast > 0, cfg.saturation > 0, cfg.hue > 0]
     order = torch.argsort(torch.rand(b, 4, device=dev, generator=generator), dim=1)  # ColorJitter's random order
-    for position in range(4):
-        for op in range(4):
-            if not active[op]:
-                continue
-            sel = (order[:, position] == op).nonzero(as_tuple=True)[0]
-            if sel.numel():
-                clips[sel] = _adjust(clips[sel], op, factors[op][sel])
-    return clips
+    out = []
+    for start in range(0, b, chunk):
+        part = slice(start, start + chunk)
+        x = clips[part]
+        x = torch.where(flip_h[part].view(-1, 1, 1, 1, 1), x.flip(-1), x)
+        x = torch.where(flip_v[part].view(-1, 1, 1, 1, 1), x.flip(-2), x)
+        for position in range(4):
+            for op in range(4):
+                if not active[op]:
+                    continue
+                sel = (order[part, position] == op).nonzero(as_tuple=True)[0]
+                if sel.numel() == x.shape[0]:  # the whole chunk (always so for one clip): no gather/scatter
+                    x = _adjust(x, op, factors[op][part])
+                elif sel.numel():
+                    x[sel] = _adjust(x[sel], op, factors[op][part][sel])
+        out.append(x)
+    return torch.cat(out) if len(out) > 1 else out[0]

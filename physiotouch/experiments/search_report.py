@@ -1,0 +1,97 @@
+"""What a search leaves in its sweep folder: best parameters, a trials table, history and importance plots."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def write_search_report(study: optuna.Study, out: Path, search: dict) -> dict:
+    trials = study.trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("penalised")]
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL or t.user_attrs.get("penalised")]
+    names = sorted({k for t in trials for k in t.params})
+    with (out / "trials.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["number", "state", "value", *names, "duration_s", "fail_reason", "job_dir"])
+        for t in trials:
+            duration = t.duration.total_seconds() if t.duration else ""
+            writer.writerow([t.number, t.state.name, t.value, *[t.params.get(n) for n in names], duration,
+                             t.user_attrs.get("fail_reason", ""), t.user_attrs.get("job_dir", "")])
+    best = None
+    if complete:
+        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = sorted(complete, key=lambda t: t.value, reverse=reverse)[0]
+        OmegaConf.save(OmegaConf.create({"study": study.study_name, "stage": search.get("stage"),
+                                         "best_value": best.value, "best_params": best.params,
+                                         "best_trial": best.number, "job_dir": best.user_attrs.get("job_dir")}),
+                       out / "best_params.yaml")
+    plots = _plots(study, out, complete)
+    reasons = Counter(t.user_attrs.get("fail_reason", "stale (sweep interrupted)").split("\n")[0][:120]
+                      for t in failed)
+    lines = [f"# Search report: study `{study.study_name}` ({search.get('stage', 'search')})", "",
+             f"- objective: `{search.get('metric', 'optimized_metric')}`, {study.direction.name.lower()}, on the "
+             f"validation split only",
+             f"- trials: {len(trials)} in the study: {len(complete)} complete, {len(failed)} failed"
+             + (", failures recorded with a penalty" if search.get("failure_penalty") is not None else ""), ""]
+    if reasons:
+        lines += ["## Failures", "", "| count | reason |", "|---|---|"]
+        lines += [f"| {n} | {r.replace('|', '/')} |" for r, n in reasons.most_common()]
+        lines.append("")
+    if best is not None:
+        lines += ["## Best trial", "", f"trial {best.number}: **{best.value:.6g}**", "",
+                  "| parameter | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in best.params.items()] + [""]
+    lines += ["## Trials", "", "| # | state | value | " + " | ".join(names) + " |",
+              "|---" * (3 + len(names)) + "|"]
+    for t in trials:
+        value = f"{t.value:.6g}" if t.value is not None else "-"
+        lines.append(f"| {t.number} | {t.state.name} | {value} | " +
+                     " | ".join(_fmt(t.params.get(n)) for n in names) + " |")
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
+    (out / "search_report.md").write_text("\n".join(lines) + "\n")
+    summary = {"trials": len(trials), "complete": len(complete), "failed": len(failed),
+               "failure_reasons": dict(reasons), "best_value": best.value if best else None}
+    log.info("search report: %s", summary)
+    return summary
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _plots(study: optuna.Study, out: Path, complete: list) -> list[Path]:
+    from optuna.visualization import matplotlib as ovm
+
+    made = []
+    if complete:
+        ax = ovm.plot_optimization_history(study)
+        ax.set_ylabel("objective (validation)")
+        made.append(_save(ax, out / "optimization_history.png"))
+    if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
+        try:
+            ax = ovm.plot_param_importances(study)
+            made.append(_save(ax, out / "param_importances.png"))
+        except (RuntimeError, ValueError, ZeroDivisionError) as err:  # e.g. no variation among the trials
+            log.info("no parameter-importance plot: %s", err)
+    plt.close("all")
+    return made
+
+
+def _save(ax, path: Path) -> Path:
+    fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+    fig.set_size_inches(8, 5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
