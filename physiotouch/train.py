@@ -24,6 +24,7 @@ from physiotouch.config import register_resolvers, to_plain
 from physiotouch.data import DataError
 from physiotouch.training.callbacks import AtomicCheckpointIO, EpochSummary
 from physiotouch.training.health import check_health, format_health
+from physiotouch.training.loggers import configure_wandb
 from physiotouch.training.module import NonFiniteLossError, PretrainModule
 from physiotouch.training.run_info import run_info
 from physiotouch.utils.safe_load import CheckpointError
@@ -83,6 +84,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):  # the CSV logger is always on
         loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    configure_wandb(loggers, cfg)
     callbacks = [EpochSummary()] + [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     resolve_precision(cfg.trainer)
     return hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
@@ -112,7 +114,7 @@ def run_training(cfg: DictConfig) -> dict:
 
     module = PretrainModule(model_cfg=to_plain(cfg.model), loss_cfg=to_plain(cfg.loss), optim_cfg=to_plain(cfg.optim),
                             augment_cfg=to_plain(cfg.augment), seed=cfg.seed, batch_size=cfg.data.batch_size,
-                            max_epochs=cfg.trainer.max_epochs,
+                            max_epochs=cfg.trainer.max_epochs, val_mask_ratio=cfg.validation.mask_ratio,
                             debug={**to_plain(cfg.debug), "checkpoint_dir": str(output_dir / "checkpoints")})
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)
@@ -135,6 +137,7 @@ def run_training(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     history = module.history
+    (output_dir / "history.json").write_text(json.dumps(history, indent=1))
     health = check_health(history, module.loss_cfg)
     (output_dir / "health.json").write_text(json.dumps(health, indent=2))
     metric = best_value(history, cfg.optimized_metric, cfg.optimized_metric_mode)
@@ -149,6 +152,9 @@ def run_training(cfg: DictConfig) -> dict:
         lg.save()
     result = {"metric": metric, "health": health, "output_dir": str(output_dir), "history": history,
               "best_checkpoint": best_cb.best_model_path if best_cb else None, "summary": summary}
+    (output_dir / "summary.json").write_text(json.dumps(
+        {**summary, "best_checkpoint": result["best_checkpoint"], "optimized_metric": cfg.optimized_metric,
+         "optimized_value": metric, "health": health["overall"]}, indent=2))
     _print_summary(result, cfg)
     return result
 

@@ -40,7 +40,8 @@ def _mix(*values: int) -> int:
 
 class PretrainModule(L.LightningModule):
     def __init__(self, model_cfg: dict, loss_cfg: dict, optim_cfg: dict, augment_cfg: dict | None = None,
-                 seed: int = 0, batch_size: int = 8, max_epochs: int = 100, debug: dict | None = None):
+                 seed: int = 0, batch_size: int = 8, max_epochs: int = 100, val_mask_ratio: float | None = None,
+                 debug: dict | None = None):
         super().__init__()
         # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
@@ -51,6 +52,7 @@ class PretrainModule(L.LightningModule):
         self.augment_cfg = AugmentConfig(**(augment_cfg or {}))
         self.seed, self.batch_size, self.max_epochs = int(seed), int(batch_size), int(max_epochs)
         self.debug = dict(debug or {})
+        self.val_mask_ratio = self.model.cfg.mask_ratio if val_mask_ratio is None else float(val_mask_ratio)
         # Parameters a mode never uses are frozen, so DDP needs no unused-parameter search: the post-layernorm
         # (features only) always, and the image path in the joint mode (the reference never trains it there).
         unused = [self.model.encoder.post_layernorm]
@@ -181,12 +183,13 @@ class PretrainModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         clips = self.prepare_clips(batch, False)
         noise = self.fixed_noise(batch["clip_id"])
-        out = self.model.forward_video(clips, noise)
+        out = self.model.forward_video(clips, noise, mask_ratio=self.val_mask_ratio)
         b = clips.shape[0]
         metrics = {f"val/{k}": out[k] for k in ("loss_static", "loss_recon", "loss_pred", "loss_dynamic")}
         metrics["val/objective"] = out["loss_static"] + out["loss_dynamic"]
         if self.loss_cfg.mode == "alternating":  # what the static batches of this mode train
-            metrics["val/loss_static_image"] = self.model.forward_image(clips, noise)["loss_static"]
+            image = self.model.forward_image(clips, noise, mask_ratio=self.val_mask_ratio)
+            metrics["val/loss_static_image"] = image["loss_static"]
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
 
     # ------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,234 @@
+"""The results report over finished runs: the researchers' table, per-configuration statistics, comparisons on
+shared seeds, learning / ratio / contribution curves, health verdicts, and the best checkpoint by validation.
+
+Every number comes from the runs' own files (history.json, summary.json, health.json, eval/metrics.json); no test
+split number is ever read here.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from .runs import Run, check_comparable, find_runs  # noqa: E402
+
+IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "paths.", "data.root=", "data.index=", "data.cache_dir=")
+
+
+def config_notes(runs: list[Run]) -> dict[Path, str]:
+    """A run's configuration = the overrides that vary between the runs, seed excluded."""
+    per_run = {r.path: {o.split("=", 1)[0]: o for o in r.overrides if not o.startswith(IGNORED_OVERRIDE_PREFIXES)}
+               for r in runs}
+    keys = sorted({k for d in per_run.values() for k in d})
+    varying = [k for k in keys if len({d.get(k) for d in per_run.values()}) > 1]
+    return {p: " ".join(d.get(k, f"{k}=(default)") for k in varying) or "all runs" for p, d in per_run.items()}
+
+
+def summarise(values: list[float]) -> dict:
+    n = len(values)
+    mean = statistics.fmean(values) if values else math.nan
+    std = statistics.stdev(values) if n >= 2 else math.nan
+    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n >= 2 else math.nan
+    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (several configurations compared at once)."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [math.nan] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        if math.isnan(pvalues[i]):
+            continue
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare(groups: dict[str, dict[int, float]]) -> list[dict]:
+    """Paired comparisons of every two configurations on the seeds they share (paired t-test, Holm-adjusted)."""
+    rows = []
+    for a, b in itertools.combinations(sorted(groups), 2):
+        shared = sorted(set(groups[a]) & set(groups[b]))
+        diffs = [groups[a][s] - groups[b][s] for s in shared]
+        p = math.nan
+        if len(shared) >= 2 and any(abs(d) > 0 for d in diffs):
+            p = float(stats.ttest_rel([groups[a][s] for s in shared], [groups[b][s] for s in shared]).pvalue)
+        rows.append({"a": a, "b": b, "shared_seeds": shared, "mean_diff": statistics.fmean(diffs) if diffs else math.nan,
+                     "p_value": p})
+    for row, adj in zip(rows, holm([r["p_value"] for r in rows])):
+        row["p_holm"] = adj
+    return rows
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def build_report(folders: list[Path], out: Path | None = None, main: str = "val/objective", main_mode: str = "min",
+                 secondary: str = "val/loss_pred", secondary_mode: str = "min") -> dict:
+    runs = find_runs(folders)
+    check_comparable(runs)
+    out = out or folders[0]
+    out.mkdir(parents=True, exist_ok=True)
+    notes = config_notes(runs)
+    extra = sorted({k for r in runs for k in r.eval_metrics if k.startswith("val/probe_")})
+    table = []
+    for r in sorted(runs, key=lambda r: (notes[r.path], r.seed)):
+        best = r.best_row(main, main_mode)
+        table.append({"run": str(r.path), "config": notes[r.path], "scheme": r.scheme, "seed": r.seed,
+                      main: r.metric(main, main_mode), secondary: best.get(secondary, r.metric(secondary, secondary_mode)),
+                      "best_epoch": best.get("epoch"), "train_seconds": r.summary.get("summary/total_time_seconds"),
+                      "checkpoint": r.checkpoint_id(), "health": r.health.get("overall", "-"),
+                      **{k: r.eval_metrics.get(k) for k in extra}})
+    per_config: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in table:
+        if row[main] is not None:
+            per_config[row["config"]][row["seed"]] = row[main]
+    stats_rows = {c: summarise(list(v.values())) for c, v in per_config.items()}
+    secondary_stats = {c: summarise([r[secondary] for r in table if r["config"] == c and r[secondary] is not None])
+                       for c in per_config}
+    comparisons = compare(per_config)
+    pick = min if main_mode == "min" else max
+    best_run = pick((r for r in table if r[main] is not None), key=lambda r: r[main])
+    best_summary = next(x for x in runs if str(x.path) == best_run["run"]).summary
+
+    _write_csv(out / "report.csv", table, stats_rows, main)
+    plots = [_learning_curves(runs, notes, out), _ratio_curves(runs, notes, out),
+             _metric_bars(per_config, stats_rows, main, out)]
+    md = _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_mode, secondary, extra,
+                   best_run, best_summary, plots)
+    (out / "report.md").write_text(md)
+    return {"table": table, "stats": stats_rows, "comparisons": comparisons, "best": best_run, "out": str(out)}
+
+
+def _write_csv(path: Path, table: list[dict], stats_rows: dict, main: str) -> None:
+    fields = ["kind", *table[0].keys()]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in table:
+            writer.writerow({"kind": "run", **row})
+        for config, s in stats_rows.items():
+            for stat in ("mean", "std", "ci95_low", "ci95_high"):
+                writer.writerow({"kind": stat, "config": config, main: s[stat], "seed": f"n={s['n']}"})
+
+
+def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_mode, secondary, extra, best_run,
+              best_summary, plots) -> str:
+    data_version = runs[0].splits.get("data_version")
+    lines = ["# Results report", "",
+             f"{len(runs)} runs, data version `{data_version}`, one split (checked). Main metric `{main}` "
+             f"({'lower' if main_mode == 'min' else 'higher'} is better, best epoch of each run), secondary "
+             f"`{secondary}` at that epoch. Validation split only.", "",
+             "## Runs", "",
+             "| Run | Config | Seed | " + f"{main} (val) | {secondary} (val) | " + "".join(f"{k} | " for k in extra)
+             + "Training time | Checkpoint | Health |",
+             "|---" * (8 + len(extra)) + "|"]
+    for r in table:
+        t = r["train_seconds"]
+        duration = f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d}" if t else "-"
+        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['seed']} | {_fmt(r[main])} | {_fmt(r[secondary])}"
+                     f" | " + "".join(f"{_fmt(r[k])} | " for k in extra) + f"{duration} | {r['checkpoint']} | "
+                     f"{r['health']} |")
+    lines += ["", "## Per configuration (mean ± std, 95% CI over seeds)", "",
+              f"| Config | n | {main} mean ± std | 95% CI | {secondary} mean ± std |", "|---|---|---|---|---|"]
+    for c, s in sorted(stats_rows.items(), key=lambda kv: kv[1]["mean"], reverse=main_mode == "max"):
+        s2 = secondary_stats[c]
+        lines.append(f"| {c} | {s['n']} | {_fmt(s['mean'])} ± {_fmt(s['std'])} | [{_fmt(s['ci95_low'])}, "
+                     f"{_fmt(s['ci95_high'])}] | {_fmt(s2['mean'])} ± {_fmt(s2['std'])} |")
+    if comparisons:
+        lines += ["", "## Comparisons on shared seeds (paired t-test, Holm-adjusted)", "",
+                  "| A | B | shared seeds | mean(A − B) | p | p (Holm) |", "|---|---|---|---|---|---|"]
+        for c in comparisons:
+            lines.append(f"| {c['a']} | {c['b']} | {','.join(map(str, c['shared_seeds'])) or '-'} | "
+                         f"{_fmt(c['mean_diff'])} | {_fmt(c['p_value'], 3)} | {_fmt(c['p_holm'], 3)} |")
+        lines.append("\nA comparison needs at least 2 shared seeds; '-' means it could not be made.")
+    lines += ["", "## Health verdicts", "", "| Run | Config | Seed | overall | failed rules |", "|---|---|---|---|---|"]
+    by_path = {str(r.path): r for r in runs}
+    for r in table:
+        h = by_path[r["run"]].health
+        failed = [k for k, v in h.get("rules", {}).items() if v.get("verdict") == "fail"]
+        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['seed']} | {h.get('overall', '-')} | "
+                     f"{', '.join(failed) or '-'} |")
+    lines += ["", "## Best checkpoint (chosen by validation, never by a test number)", "",
+              f"`{best_summary.get('best_checkpoint')}` — run `{best_run['run']}` ({best_run['config']}, seed "
+              f"{best_run['seed']}), {main} = {_fmt(best_run[main])}.", "", "## Plots", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots if p]
+    return "\n".join(lines) + "\n"
+
+
+def _by_config(runs: list[Run], notes: dict) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[notes[r.path]].append(r)
+    return dict(sorted(groups.items()))
+
+
+def _curves(runs, notes, out: Path, rows: list[tuple[str, str]], name: str, title: str) -> Path:
+    groups = _by_config(runs, notes)
+    fig, axes = plt.subplots(len(rows), len(groups), figsize=(4.2 * len(groups), 3.2 * len(rows)), squeeze=False)
+    for j, (config, members) in enumerate(groups.items()):
+        for i, (key, label) in enumerate(rows):
+            ax = axes[i][j]
+            for r in sorted(members, key=lambda r: r.seed):
+                pts = [(row["epoch"], row[key]) for row in r.history if key in row]
+                if pts:
+                    ax.plot(*zip(*pts), marker=".", label=f"seed {r.seed}")
+            ax.set_xlabel("epoch (-1 = before training)" if key.startswith("val/") else "epoch")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.set_title(config, fontsize=9)
+            if ax.lines and i == 0 and j == 0:
+                ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = out / name
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _learning_curves(runs, notes, out):
+    return _curves(runs, notes, out, [("epoch/train_loss", "train loss (scheme's own total)"),
+                                      ("val/objective", "val/objective (static + dynamic)")],
+                   "learning_curves.png", "Learning curves per configuration (every seed)")
+
+
+def _ratio_curves(runs, notes, out):
+    return _curves(runs, notes, out, [("epoch/loss_ratio", "loss_ratio = static / dynamic"),
+                                      ("epoch/actual_static_contribution", "static share of weighted loss")],
+                   "ratio_contribution_curves.png", "loss_ratio and static contribution per configuration")
+
+
+def _metric_bars(per_config, stats_rows, main, out):
+    configs = sorted(per_config)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(configs)), 4))
+    means = [stats_rows[c]["mean"] for c in configs]
+    errs = [(stats_rows[c]["ci95_high"] - stats_rows[c]["mean"]) if stats_rows[c]["n"] >= 2 else 0 for c in configs]
+    ax.bar(range(len(configs)), means, yerr=errs, capsize=4, color="#8fb3d9", label="mean ± 95% CI")
+    for i, c in enumerate(configs):
+        ax.scatter([i] * len(per_config[c]), list(per_config[c].values()), color="k", s=12, zorder=3)
+    ax.set_xticks(range(len(configs)), configs, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"{main} (best epoch, validation)")
+    ax.set_title("Main validation metric per configuration (dots: seeds)")
+    lo = min(min(v.values()) for v in per_config.values())
+    hi = max(max(v.values()) for v in per_config.values())
+    ax.set_ylim(lo - 0.2 * (hi - lo + 1e-9), hi + 0.2 * (hi - lo + 1e-9))
+    fig.tight_layout()
+    path = out / "main_metric.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

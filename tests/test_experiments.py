@@ -1,0 +1,175 @@
+"""Sweeps and reports: coarse-to-fine Optuna search, resume after a kill, failed trials, the results report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, IntUniformDistribution, LogUniformDistribution, UniformDistribution
+
+from physiotouch.experiments.narrowing import NarrowingRule, narrow
+from physiotouch.experiments.report import build_report
+from physiotouch.experiments.runs import RunError
+
+from .conftest import train_overrides
+
+FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+
+
+def train_cmd(data: Path, tmp: Path, *extra: str) -> list[str]:
+    overrides = [o for o in train_overrides(data, tmp) if not o.startswith("paths.output_dir")]
+    flags = [e for e in extra if e == "-m"]  # Hydra's flags must precede the overrides
+    return [sys.executable, "-m", "physiotouch.train", *flags, *overrides, *FAST, *[e for e in extra if e != "-m"]]
+
+
+def search_cmd(data, tmp, stage: str, n: int, *extra: str) -> list[str]:
+    return train_cmd(data, tmp, f"hparams_search={stage}", f"hydra.sweeper.n_trials={n}",
+                     f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db", f"hydra.sweep.dir={tmp}/{stage}", *extra)
+
+
+def test_narrowing_stays_inside_and_around_the_best():
+    rule = NarrowingRule(top_k=3, margin=0.25, min_width=0.1)
+    log = narrow(LogUniformDistribution(1e-4, 1e-2), [1e-3, 2e-3], rule)
+    assert 1e-4 <= log.low <= 1e-3 and 2e-3 <= log.high <= 1e-2 and log.high / log.low < 100
+    lin = narrow(UniformDistribution(0.2, 0.9), [0.5], rule)  # one value: min_width keeps a range
+    assert lin.low < 0.5 < lin.high and lin.high - lin.low == pytest.approx(0.07)
+    edge = narrow(UniformDistribution(0.0, 1.0), [0.0, 0.01], rule)
+    assert edge.low == 0.0 and edge.high >= 0.1 - 1e-12
+    ints = narrow(IntUniformDistribution(0, 10), [3, 4], rule)
+    assert 0 <= ints.low <= 3 and 4 <= ints.high <= 10
+    cat = narrow(CategoricalDistribution([0.0, 0.5, 1.0, 3.0]), [1.0, 0.5], rule)
+    assert cat.choices == (0.5, 1.0)
+
+
+def test_coarse_then_fine_search(small_data, tmp_path):
+    coarse = subprocess.run(search_cmd(small_data, tmp_path, "coarse", 2), capture_output=True, text=True)
+    assert coarse.returncode == 0, coarse.stderr[-3000:]
+    fine = subprocess.run(search_cmd(small_data, tmp_path, "fine", 2), capture_output=True, text=True)
+    assert fine.returncode == 0, fine.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    c = optuna.load_study(study_name="physiotouch-coarse", storage=storage)
+    f = optuna.load_study(study_name="physiotouch-fine", storage=storage)
+    assert len(c.trials) == 2 and len(f.trials) == 2
+    best = c.best_trial
+    assert f.trials[0].params == best.params  # the coarse best is enqueued first
+    assert f.trials[0].value == pytest.approx(best.value, rel=1e-6)  # and training is deterministic
+    for name, fine_dist in f.trials[1].distributions.items():
+        coarse_dist = best.distributions[name]
+        if isinstance(coarse_dist, CategoricalDistribution):
+            assert set(fine_dist.choices) <= set(coarse_dist.choices) and best.params[name] in fine_dist.choices
+        else:
+            assert coarse_dist.low <= fine_dist.low <= best.params[name] <= fine_dist.high <= coarse_dist.high
+    sweep = tmp_path / "fine"
+    for name in ("fine_ranges.yaml", "best_params.yaml", "search_report.md", "trials.csv", "optimization_history.png"):
+        assert (sweep / name).is_file(), name
+    ranges = yaml.safe_load((sweep / "fine_ranges.yaml").read_text())
+    assert ranges["coarse_best_params"] == best.params
+
+
+def _complete(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as con:
+            return con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sweep_killed_mid_trial_resumes_without_repeating(small_data, tmp_path):
+    cmd = search_cmd(small_data, tmp_path, "coarse", 2, "search.heartbeat_seconds=1", "search.grace_seconds=2",
+                     "trainer.max_epochs=2", "trainer.limit_train_batches=4")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = tmp_path / "optuna.db"
+    deadline = time.time() + 240
+    while _complete(db) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the second trial is now under way
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _complete(db) == 1
+    study = optuna.load_study(study_name="physiotouch-coarse", storage=f"sqlite:///{db}")
+    first = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE][0]
+    time.sleep(3)  # past the grace period: the killed trial is stale
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = optuna.load_study(study_name="physiotouch-coarse", storage=f"sqlite:///{db}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2
+    assert sum(t.params == first.params for t in complete) == 1  # the finished trial was not run again
+    assert [t.number for t in complete][0] == first.number
+
+
+def test_failed_trials_are_recorded_and_the_sweep_finishes(small_data, tmp_path):
+    run = subprocess.run(search_cmd(small_data, tmp_path, "coarse", 2, "debug.inject_nan_at_step=0"),
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    study = optuna.load_study(study_name="physiotouch-coarse", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert all("non-finite training loss" in t.user_attrs["fail_reason"] for t in study.trials)
+    report = (tmp_path / "coarse" / "search_report.md").read_text()
+    assert "0 complete, 2 failed" in report and "non-finite training loss" in report
+    with (tmp_path / "coarse" / "trials.csv").open() as fh:
+        assert [r["state"] for r in csv.DictReader(fh)] == ["FAIL", "FAIL"]
+
+
+def _min_val_objective(job: Path) -> float:
+    with (job / "csv" / "metrics.csv").open() as fh:
+        values = [float(r["val/objective"]) for r in csv.DictReader(fh) if r.get("val/objective")]
+    return min(values[1:])  # the first row is the validation before training
+
+
+def test_report_matches_the_jobs_metric_files(small_data, tmp_path):
+    sweep = tmp_path / "sweep"
+    run = subprocess.run(train_cmd(small_data, tmp_path, "-m", "loss=equal,baseline_alternating", "seed=1,2",
+                                   f"hydra.sweep.dir={sweep}", "trainer.max_epochs=2"), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = subprocess.run([sys.executable, "-m", "physiotouch.report", str(sweep)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    with (sweep / "report.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    runs = [r for r in rows if r["kind"] == "run"]
+    assert len(runs) == 4 and {r["config"] for r in runs} == {"loss=equal", "loss=baseline_alternating"}
+    for r in runs:
+        assert float(r["val/objective"]) == pytest.approx(_min_val_objective(Path(r["run"])), rel=1e-6)
+    for config in ("loss=equal", "loss=baseline_alternating"):
+        values = [float(r["val/objective"]) for r in runs if r["config"] == config]
+        mean = next(float(r["val/objective"]) for r in rows if r["kind"] == "mean" and r["config"] == config)
+        std = next(float(r["val/objective"]) for r in rows if r["kind"] == "std" and r["config"] == config)
+        assert mean == pytest.approx(sum(values) / 2)
+        assert std == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    md = (sweep / "report.md").read_text()
+    assert "| loss=equal | loss=baseline_alternating | 1,2 |" in md or \
+        "| loss=baseline_alternating | loss=equal | 1,2 |" in md
+    for png in ("learning_curves.png", "ratio_contribution_curves.png", "main_metric.png"):
+        assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # runs on another split must not be mixed in
+    other = tmp_path / "other"
+    subprocess.run(train_cmd(small_data, tmp_path, "-m", "seed=1", "data.split.seed=5", f"hydra.sweep.dir={other}"),
+                   capture_output=True, check=True)
+    with pytest.raises(RunError, match="different data versions or splits"):
+        build_report([sweep, other], tmp_path / "mixed")
+
+
+def test_wandb_offline_one_run_per_job(small_data, tmp_path):
+    sweep = tmp_path / "wb"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    run = subprocess.run(train_cmd(small_data, tmp_path, "-m", "logger=wandb", "seed=1,2", f"hydra.sweep.dir={sweep}"),
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for job in ("0", "1"):
+        runs = list((sweep / job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs
+        assert (sweep / job / "csv" / "metrics.csv").is_file()  # the CSV logger is always on
+    info = json.loads((sweep / "1" / "run_info.json").read_text())
+    assert "logger=wandb" in info["overrides"]
