@@ -18,7 +18,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from physiotouch.config import register_resolvers, to_plain
 from physiotouch.data import DataError
@@ -107,6 +107,8 @@ def run_training(cfg: DictConfig) -> dict:
     preflight(output_dir, cfg.preflight.min_free_disk_mb)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    # The resolved config, whatever launched the run (evaluation and release read the data and split from it).
+    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")

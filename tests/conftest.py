@@ -47,3 +47,17 @@ def make_cfg():
         return compose_config(train_overrides(data_root, out, *extra))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny model trained 3 epochs on a slightly longer synthetic set (shared by evaluation and release tests)."""
+    from physiotouch.train import run_training
+
+    base = tmp_path_factory.mktemp("trained")
+    data = base / "data"
+    generate(SynthConfig(out=str(data), num_objects=6, frames=16, width=32, height=24, seed=5))
+    out = base / "run"
+    cfg = compose_config(train_overrides(data, out, "trainer.max_epochs=3", "data.batch_size=16"))
+    run_training(cfg)
+    return out

@@ -1,0 +1,117 @@
+"""Probes on frozen features: logistic regression and k-NN, scored with torchmetrics.
+
+Which clips fit and which test each probe (the test split is never used here):
+- sensor: fit on the train split's clips, tested on the validation split's (objects the probe never saw);
+- object: train and validation objects are disjoint by design (object-group splits), so the object probe is fit on
+  the early windows of every non-test sequence and tested on its late windows, with a gap of 4 frames so that no
+  frame is shared between a fitting and a testing window;
+- LoSO (leave one sensor out): the object probe fit on all sensors but one, tested on the held-out sensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassAveragePrecision,
+    MulticlassCalibrationError,
+    MulticlassF1Score,
+)
+
+
+@dataclass
+class ProbeConfig:
+    C: float = 1.0
+    max_iter: int = 2000
+    knn_k: int = 10
+    ece_bins: int = 10
+    time_split: float = 0.6  # object probe: windows ending before this fraction of a sequence fit, the rest test
+    gap: int = 4
+
+
+def fit_predict(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, num_classes: int,
+                cfg: ProbeConfig) -> np.ndarray:
+    """-> class probabilities [n_test, num_classes] (classes absent from the fitting set get probability 0)."""
+    if kind == "linear":
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
+    else:
+        model = KNeighborsClassifier(n_neighbors=min(cfg.knn_k, len(y_fit)), metric="cosine", weights="distance")
+    model.fit(x_fit, y_fit)
+    proba = np.zeros((len(x_test), num_classes))
+    proba[:, model.classes_] = model.predict_proba(x_test)
+    return proba
+
+
+def classification_metrics(proba: np.ndarray, y: np.ndarray, num_classes: int, ece_bins: int = 10) -> dict[str, float]:
+    """Accuracy, macro / micro F1, macro AUROC and AUPRC (over the classes present in y), ECE."""
+    p, t = torch.as_tensor(proba, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    out = {"accuracy": MulticlassAccuracy(num_classes, average="micro")(p, t).item(),
+           "macro_f1": _present(MulticlassF1Score(num_classes, average=None)(p, t), y),
+           "micro_f1": MulticlassF1Score(num_classes, average="micro")(p, t).item(),
+           "ece": MulticlassCalibrationError(num_classes, n_bins=ece_bins, norm="l1")(p, t).item()}
+    if len(np.unique(y)) >= 2:
+        out["macro_auroc"] = _present(MulticlassAUROC(num_classes, average=None)(p, t), y)
+        out["macro_auprc"] = _present(MulticlassAveragePrecision(num_classes, average=None)(p, t), y)
+    return out
+
+
+def _present(per_class: torch.Tensor, y: np.ndarray) -> float:
+    """Macro average over the classes that occur in the tested labels (absent classes have no defined score)."""
+    return float(per_class[np.unique(y)].mean())
+
+
+def time_split_mask(t: np.ndarray, start: np.ndarray, end: np.ndarray, cfg: ProbeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Fit windows end before the cut; test windows start (t-3) at least `gap` frames after it."""
+    cut = start + cfg.time_split * (end - start)
+    return t < cut, (t - 3) >= cut + cfg.gap
+
+
+def run_probes(feats: dict, vocab: dict, cfg: ProbeConfig, test_feats: dict | None = None
+               ) -> tuple[dict[str, float], dict]:
+    """feats: `features.encode_split` results for 'train' and 'val'; test_feats: the same clips encoded otherwise
+    (perturbed inputs), used in place of the tested clips' features. -> (flat metrics, curves for the plots)."""
+    metrics, curves = {}, {}
+    test_feats = test_feats or feats
+    n_obj, n_sen = len(vocab["object"]), len(vocab["sensor"])
+    keys = ("x", "object", "sensor", "t", "start", "end")
+    both = {k: np.concatenate([feats["train"][k], feats["val"][k]]) for k in keys}
+    both_test = np.concatenate([test_feats["train"]["x"], test_feats["val"]["x"]])
+    fit_t, test_t = time_split_mask(both["t"], both["start"], both["end"], cfg)
+    tasks = {
+        "object": (both["x"][fit_t], both["object"][fit_t], both_test[test_t], both["object"][test_t], n_obj),
+        "sensor": (feats["train"]["x"], feats["train"]["sensor"], test_feats["val"]["x"], feats["val"]["sensor"],
+                   n_sen),
+    }
+    for task, (xf, yf, xt, yt, n) in tasks.items():
+        for kind in ("linear", "knn"):
+            if len(np.unique(yf)) < 2 or len(yt) == 0:
+                continue
+            proba = fit_predict(kind, xf, yf, xt, n, cfg)
+            for name, value in classification_metrics(proba, yt, n, cfg.ece_bins).items():
+                metrics[f"val/probe_{task}_{kind}_{name}" if kind == "knn" else f"val/probe_{task}_{name}"] = value
+            if kind == "linear":
+                curves[task] = {"proba": proba, "y": yt, "names": vocab[task]}
+    for s, sensor in enumerate(vocab["sensor"]):  # leave one sensor out
+        held = both["sensor"] == s
+        if held.all() or not held.any() or len(np.unique(both["object"][~held])) < 2:
+            continue
+        proba = fit_predict("linear", both["x"][~held], both["object"][~held], both_test[held], n_obj, cfg)
+        m = classification_metrics(proba, both["object"][held], n_obj, cfg.ece_bins)
+        metrics[f"val/loso_{sensor}_object_accuracy"] = m["accuracy"]
+        metrics[f"val/loso_{sensor}_object_macro_f1"] = m["macro_f1"]
+    loso = [v for k, v in metrics.items() if k.startswith("val/loso_") and k.endswith("_accuracy")]
+    if loso:
+        metrics["val/loso_mean_object_accuracy"] = float(np.mean(loso))
+        if "val/probe_object_accuracy" in metrics:  # the roadmap's LoSO drop (in points)
+            metrics["val/loso_drop_points"] = 100 * (metrics["val/probe_object_accuracy"] - float(np.mean(loso)))
+    metrics["val/probe_sensor_chance"] = 1.0 / n_sen
+    metrics["val/probe_object_chance"] = 1.0 / n_obj
+    return metrics, curves

@@ -1,0 +1,176 @@
+"""Evaluation of a trained encoder on the train and validation splits: probes, stratified reconstruction,
+robustness to input perturbations, pictures. Writes `metrics.json` (flat), `report.md`, `index.md` and PNGs.
+The test split is not touched (the release command evaluates it, once)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .features import encode_split, example_outputs
+from .probes import ProbeConfig, run_probes
+from .robustness import DEFAULT_STRENGTHS, make_perturbation
+
+log = logging.getLogger(__name__)
+ERRORS = ("static", "recon", "pred", "copy_frame3")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    mask_ratio: float = 0.75
+    examples: int = 4
+    max_clips: int | None = None
+    probe: dict = field(default_factory=dict)
+    robustness: dict = field(default_factory=lambda: {"enabled": True, "strengths": DEFAULT_STRENGTHS})
+    device: str = "cpu"
+
+
+def _objective(f: dict) -> np.ndarray:
+    return f["static"] + f["recon"] + f["pred"]
+
+
+def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:
+    """Validation losses overall, per object, per sensor, per frame position; the copy-shortcut comparison."""
+    m = {f"val/recon_{k}": float(val[k].mean()) for k in ERRORS}
+    m["val/recon_objective"] = float(_objective(val).mean())
+    for i in range(1, 5):
+        m[f"val/recon_frame{i}"] = float(val[f"frame{i}"].mean())
+    m["val/pred_beats_copy_fraction"] = float((val["pred"] < val["copy_frame3"]).mean())
+    groups = {}
+    for by in ("object_name", "sensor_name"):
+        table = {}
+        for g in sorted(set(val[by])):
+            sel = val[by] == g
+            table[str(g)] = {k: float(val[k][sel].mean()) for k in ERRORS}
+            table[str(g)]["beats_copy"] = float((val["pred"][sel] < val["copy_frame3"][sel]).mean())
+            for k in ERRORS:
+                m[f"val/recon_{k}_{by.split('_')[0]}_{g}"] = table[str(g)][k]
+        groups[by] = table
+    return m, groups
+
+
+def robustness(model, datasets: dict, clean: dict, vocab: dict, cfg: EvalConfig, pcfg: ProbeConfig) -> list[dict]:
+    rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, clean, vocab, pcfg)}]
+    for kind, strengths in cfg.robustness.get("strengths", DEFAULT_STRENGTHS).items():
+        for strength in strengths:
+            perturb = make_perturbation(kind, float(strength))
+            feats = {s: encode_split(model, datasets[s], cfg.batch_size, cfg.mask_ratio, perturb, cfg.device,
+                                     cfg.max_clips) for s in ("train", "val")}
+            rows.append({"perturbation": kind, "strength": float(strength),
+                         **_robust_metrics(clean, feats, vocab, pcfg)})
+            log.info("robustness %s %.2f: %s", kind, strength, rows[-1])
+    for row in rows[1:]:
+        for key, value in list(row.items()):
+            if key.startswith("val/"):
+                row[f"drop:{key}"] = rows[0][key] - value
+    return rows
+
+
+def _robust_metrics(clean: dict, perturbed: dict, vocab: dict, pcfg: ProbeConfig) -> dict[str, float]:
+    probes, _ = run_probes(clean, vocab, pcfg, test_feats=perturbed)
+    keep = ("val/probe_object_accuracy", "val/probe_object_macro_f1", "val/probe_sensor_accuracy",
+            "val/probe_sensor_macro_f1")
+    return {"val/recon_objective": float(_objective(perturbed["val"]).mean()),
+            **{k: probes[k] for k in keep if k in probes}}
+
+
+def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    datasets = datamodule.datasets  # train and val only: the data module never builds the test split
+    vocab = {k: v for k, v in datamodule.record["labels"].items()}
+    pcfg = ProbeConfig(**cfg.probe)
+    feats = {s: encode_split(model, datasets[s], cfg.batch_size, cfg.mask_ratio, None, cfg.device, cfg.max_clips)
+             for s in ("train", "val")}
+    metrics, curves = run_probes(feats, vocab, pcfg)
+    recon, groups = reconstruction_metrics(feats["val"])
+    metrics.update(recon)
+
+    pictures = []
+    for task, curve in curves.items():
+        pictures += [plots.confusion(curve, task, out), *plots.pr_roc(curve, task, out),
+                     plots.reliability(curve, task, out, pcfg.ece_bins)]
+    pictures.append(plots.group_bars(groups["object_name"], "Validation losses per object", "losses_by_object.png",
+                                     out))
+    pictures.append(plots.group_bars(groups["sensor_name"], "Validation losses per sensor", "losses_by_sensor.png",
+                                     out))
+    pictures.append(plots.frame_bars([metrics[f"val/recon_frame{i}"] for i in range(1, 5)],
+                                     metrics["val/recon_copy_frame3"], out))
+    val = feats["val"]
+    order = np.argsort(_objective(val))
+    n = min(cfg.examples, len(order))
+    mid = len(order) // 2
+    for title, picked, name in (("Worst validation clips", order[::-1][:n], "examples_worst.png"),
+                                ("Typical validation clips (median objective)", order[max(0, mid - n // 2):][:n],
+                                 "examples_typical.png")):
+        ex = example_outputs(model, datasets["val"], [int(val["index"][i]) for i in picked], cfg.mask_ratio,
+                             cfg.device)
+        captions = [f"{val['folder'][i]}\nt={val['t'][i]} obj={_objective(val)[i]:.3f}" for i in picked]
+        pictures.append(plots.example_panel(model, ex, captions, title, name, out))
+
+    rows = []
+    if cfg.robustness.get("enabled", True):
+        rows = robustness(model, datasets, feats, vocab, cfg, pcfg)
+        for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy"):
+            if all(metric in r for r in rows):
+                pictures.append(plots.robustness_plot(rows, metric, out))
+        for r in rows[1:]:
+            for k, v in r.items():
+                if k.startswith("drop:"):
+                    metrics[f"robust/{r['perturbation']}_{r['strength']:g}/{k[5:]}_drop"] = v
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    (out / "robustness.json").write_text(json.dumps(rows, indent=1))
+    _write_report(out, metrics, groups, rows, pictures, datamodule.record)
+    return metrics
+
+
+def _write_report(out: Path, m: dict, groups: dict, rows: list[dict], pictures: list[Path], record: dict) -> None:
+    f = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["# Evaluation", "", f"Data version `{record['data_version']}`; train and validation splits only.", "",
+             "## Probes on frozen features", "",
+             "Sensor probe: fit on train clips, tested on validation clips. Object probe: fit on the early windows and "
+             "tested on the late windows of every non-test sequence (objects are disjoint between splits). LoSO: the "
+             "object probe fit on all sensors but one, tested on the held-out sensor.", "",
+             "| task | probe | accuracy | macro F1 | micro F1 | macro AUROC | macro AUPRC | ECE | chance |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for task in ("object", "sensor"):
+        for probe, prefix in (("linear", f"val/probe_{task}_"), ("k-NN", f"val/probe_{task}_knn_")):
+            if f"{prefix}accuracy" in m:
+                lines.append(f"| {task} | {probe} | " + " | ".join(f(m.get(prefix + k, '-')) for k in
+                             ("accuracy", "macro_f1", "micro_f1", "macro_auroc", "macro_auprc", "ece")) +
+                             f" | {f(m[f'val/probe_{task}_chance'])} |")
+    loso = sorted(k for k in m if k.startswith("val/loso_") and k.endswith("_object_accuracy") and "mean" not in k)
+    if loso:
+        lines += ["", "| held-out sensor | object accuracy | object macro F1 |", "|---|---|---|"]
+        lines += [f"| {k.split('_')[1]} | {f(m[k])} | {f(m[k.replace('accuracy', 'macro_f1')])} |" for k in loso]
+        lines.append(f"\nLoSO drop against the all-sensor object probe: {f(m.get('val/loso_drop_points', '-'))} "
+                     f"points (roadmap target: at most 5).")
+    lines += ["", "## Reconstruction on the validation split (fixed masks)", "",
+              f"objective {f(m['val/recon_objective'])}; static {f(m['val/recon_static'])}, recon "
+              f"{f(m['val/recon_recon'])}, pred {f(m['val/recon_pred'])}; frame 3 copied as frame 4: "
+              f"{f(m['val/recon_copy_frame3'])}. Prediction beats the copy shortcut on "
+              f"{100 * m['val/pred_beats_copy_fraction']:.1f}% of clips.", ""]
+    for by, table in groups.items():
+        lines += [f"| {by.split('_')[0]} | static | recon | pred | copy frame 3 | pred beats copy |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {g} | " + " | ".join(f(v[k]) for k in (*ERRORS, "beats_copy")) + " |" for g, v in table.items()]
+        lines.append("")
+    if rows:
+        keys = [k for k in rows[0] if k.startswith("val/")]
+        lines += ["## Robustness (probes fit on clean features, tested on perturbed inputs)", "",
+                  "| perturbation | strength | " + " | ".join(keys) + " | " +
+                  " | ".join(f"drop {k.split('/')[-1]}" for k in keys) + " |", "|---" * (2 + 2 * len(keys)) + "|"]
+        for r in rows:
+            lines.append(f"| {r['perturbation']} | {r['strength']:g} | " + " | ".join(f(r.get(k, '-')) for k in keys)
+                         + " | " + " | ".join(f(r.get(f'drop:{k}', 0.0)) for k in keys) + " |")
+        lines.append("\nA drop is clean minus perturbed: positive for accuracy means worse; negative for the "
+                     "reconstruction objective means worse.")
+    lines += ["", "## Pictures", "", *[f"- [{p.name}]({p.name})" for p in pictures]]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "index.md").write_text("# Evaluation pictures\n\n" + "\n".join(
+        f"- `{p.name}`: ![{p.stem}]({p.name})" for p in pictures) + "\n")

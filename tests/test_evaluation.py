@@ -1,0 +1,114 @@
+"""Evaluation: probes beat chance, metrics agree with a direct computation, every picture is a PNG, the
+robustness table is complete, and the test split is never read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from physiotouch.config import compose_config
+from physiotouch.evaluate import evaluate_checkpoint
+from physiotouch.evaluation.probes import classification_metrics
+from physiotouch.evaluation.robustness import make_perturbation
+
+PNG = b"\x89PNG\r\n\x1a\n"
+QUICK = ["eval.probe.gap=1", "eval.examples=2", "eval.robustness.strengths.center_crop=[0.8]",
+         "eval.robustness.strengths.random_crop=[0.8]", "eval.robustness.strengths.scale=[0.8]",
+         "eval.robustness.strengths.noise=[0.05]", "eval.robustness.strengths.brightness=[0.8,1.2]"]
+
+
+def best_ckpt(run: Path) -> Path:
+    return next((run / "checkpoints").glob("best-*.ckpt"))
+
+
+def _eval(run: Path, out: Path, *extra: str) -> dict:
+    cfg = compose_config([f"ckpt_path={best_ckpt(run)}", f"out_dir={out}", f"paths.output_dir={out}", *QUICK, *extra],
+                         config_name="evaluate")
+    return evaluate_checkpoint(cfg)
+
+
+def test_metrics_against_a_hand_computed_case():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.array([[.8, .1, .1], [.4, .5, .1], [.2, .7, .1], [.1, .8, .1], [.1, .2, .7], [.3, .3, .4]])
+    m = classification_metrics(proba, y, 3, ece_bins=10)
+    pred = proba.argmax(1)  # [0, 1, 1, 1, 2, 2]
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    f1 = []
+    for c in range(3):
+        tp, fp, fn = ((pred == c) & (y == c)).sum(), ((pred == c) & (y != c)).sum(), ((pred != c) & (y == c)).sum()
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    assert m["macro_f1"] == pytest.approx(np.mean(f1)) and m["micro_f1"] == pytest.approx(5 / 6)
+    conf, hit = proba.max(1), pred == y  # ECE, 10 equal-width bins
+    ece = sum(abs(conf[(conf > lo) & (conf <= lo + .1)].mean() - hit[(conf > lo) & (conf <= lo + .1)].mean())
+              * ((conf > lo) & (conf <= lo + .1)).sum() / 6 for lo in np.arange(0, 1, .1)
+              if ((conf > lo) & (conf <= lo + .1)).any())
+    assert m["ece"] == pytest.approx(ece, abs=1e-6)
+    from sklearn.metrics import roc_auc_score
+
+    assert m["macro_auroc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"), abs=1e-6)
+
+
+def test_perturbations_keep_shape_range_and_the_clip_identical_across_frames():
+    clip = torch.rand(2, 1, 3, 28, 28).expand(-1, 4, -1, -1, -1).contiguous()
+    ids = torch.tensor([1, 2])
+    for kind, s in (("center_crop", .8), ("random_crop", .7), ("scale", .8), ("noise", .05), ("brightness", 1.3)):
+        out = make_perturbation(kind, s)(clip, ids)
+        assert out.shape == clip.shape and out.min() >= 0 and out.max() <= 1
+        if kind != "noise":
+            assert torch.allclose(out, out[:, :1].expand_as(out), atol=1e-6), kind
+        assert torch.equal(out, make_perturbation(kind, s)(clip, ids))  # seeded by the clip
+
+
+def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_path):
+    splits = json.loads((trained_run / "splits.json").read_text())
+    root = Path(splits["root"])
+    data = tmp_path / "data"  # a copy of the data whose test frames are all garbage
+    shutil.copytree(root, data)
+    for folder in splits["sequences"]["test"]:
+        for f in (data / folder).glob("*.png"):
+            f.write_bytes(b"unreadable")
+    out = tmp_path / "eval"
+    m = _eval(trained_run, out, "use_run_data=false", f"data.root={data}", "data.synthetic=null",
+              f"data.cache_dir={tmp_path}/cache", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2")
+    assert m["val/probe_sensor_accuracy"] > m["val/probe_sensor_chance"] + 0.2
+    assert max(m["val/probe_object_accuracy"], m["val/probe_object_knn_accuracy"]) > m["val/probe_object_chance"]
+    assert 0.0 <= m["val/pred_beats_copy_fraction"] <= 1.0
+    assert all(isinstance(v, float) for v in json.loads((out / "metrics.json").read_text()).values())
+    pictures = sorted(out.glob("*.png"))
+    assert len(pictures) >= 14
+    index = (out / "index.md").read_text()
+    for png in pictures:
+        assert png.read_bytes()[:8] == PNG and png.name in index
+    rows = json.loads((out / "robustness.json").read_text())
+    assert [(r["perturbation"], r["strength"]) for r in rows] == [
+        ("clean", 0.0), ("center_crop", .8), ("random_crop", .8), ("scale", .8), ("noise", .05),
+        ("brightness", .8), ("brightness", 1.2)]
+    assert all("drop:val/probe_sensor_accuracy" in r for r in rows[1:])
+    assert (out / "csv" / "metrics.csv").is_file()  # the same numbers, to the loggers
+
+
+def test_evaluate_cli_writes_beside_the_run_and_the_report_gains_probe_columns(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    best = best_ckpt(run)
+    cmd = [sys.executable, "-m", "physiotouch.evaluate", f"ckpt_path={best}", "eval.robustness.enabled=false", *QUICK]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (run / "eval" / "metrics.json").is_file() and "Probes on frozen features" in res.stdout
+    rep = subprocess.run([sys.executable, "-m", "physiotouch.report", str(run), "--out", str(tmp_path / "rep")],
+                         capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    assert "val/probe_object_macro_f1" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "physiotouch.evaluate", f"ckpt_path={tmp_path}/none.ckpt"],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "none.ckpt" in res.stderr and "Traceback" not in res.stderr
