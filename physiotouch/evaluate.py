@@ -47,9 +47,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     datamodule.setup("validate")
     if run is not None and (run / "splits.json").is_file():
         trained = json.loads((run / "splits.json").read_text())
-        if trained["data_version"] != datamodule.record["data_version"] or trained["groups"] != datamodule.record["groups"]:
-            raise DataError(f"the data or split differ from those the checkpoint's run used ({run / 'splits.json'}): "
-                            f"data version {trained['data_version']} vs {datamodule.record['data_version']}")
+        differs = (trained["data_version"] != datamodule.record["data_version"] or
+                   trained["groups"] != datamodule.record["groups"])
+        message = (f"the data or split differ from those the checkpoint's run used ({run / 'splits.json'}): data "
+                   f"version {trained['data_version']} vs {datamodule.record['data_version']}")
+        if differs and cfg.use_run_data:
+            raise DataError(message + "; the data changed since training")
+        if differs:  # the user chose other data on purpose (use_run_data=false)
+            log.warning(message)
     out = Path(cfg.out_dir) if cfg.out_dir else (run / "eval" if run else Path(cfg.paths.output_dir) / "eval")
     ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
     if ecfg["device"] == "auto":

@@ -132,11 +132,16 @@ def run_training(cfg: DictConfig) -> dict:
     info["precision"] = str(cfg.trainer.precision)
     (output_dir / "run_info.json").write_text(json.dumps(info, indent=2))
 
-    if not cfg.get("ckpt_path") and not cfg.trainer.get("fast_dev_run"):
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":  # restart after a kill or preemption: resume if this run folder has a last.ckpt
+        last = output_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = str(last) if last.is_file() else None
+        log.info("ckpt_path=last: %s", f"resuming from {last}" if ckpt_path else "no last.ckpt yet, starting fresh")
+    if not ckpt_path and not cfg.trainer.get("fast_dev_run"):
         # The untrained model's validation objective: the learning curve's first point.
         initial = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
         module.history.append({"epoch": -1.0, **{k: float(v) for k, v in initial.items() if k.startswith("val/")}})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     history = module.history
     (output_dir / "history.json").write_text(json.dumps(history, indent=1))

@@ -1,0 +1,216 @@
+"""Lock a release: the test split evaluated once, the model, its settings, environment and commands archived with
+SHA-256 sums, and the "Final settings and results" blocks of Task.md and README.md generated from those files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from physiotouch.checkpoints import load_model
+from physiotouch.config import register_resolvers
+from physiotouch.data import DataError
+from physiotouch.evaluation.test_split import evaluate_test
+from physiotouch.paths import REPO_DIR
+from physiotouch.training.run_info import environment, git_state
+
+from . import ledger
+
+BEGIN, END = "<!-- physiotouch:final-results:begin -->", "<!-- physiotouch:final-results:end -->"
+
+
+class ReleaseError(RuntimeError):
+    """The release cannot be made as asked; the message says why and what to do."""
+
+
+@dataclass
+class Target:
+    run: Path
+    checkpoint: Path
+
+
+def resolve_target(path: Path) -> Target:
+    """A run folder (its best checkpoint by validation) or a checkpoint inside a run folder."""
+    if path.is_dir():
+        summary = path / "summary.json"
+        if not summary.is_file():
+            raise ReleaseError(f"'{path}' is not a finished training run (no summary.json)")
+        best = json.loads(summary.read_text()).get("best_checkpoint")
+        if not best or not Path(best).is_file():
+            raise ReleaseError(f"the best checkpoint recorded in {summary} ({best}) does not exist")
+        return Target(path, Path(best))
+    if not path.is_file():
+        raise ReleaseError(f"'{path}' does not exist")
+    run = path.resolve().parent.parent
+    if not (run / "config_resolved.yaml").is_file():
+        raise ReleaseError(f"'{path}' is not inside a training run folder (expected RUN/checkpoints/NAME.ckpt with "
+                           f"RUN/config_resolved.yaml)")
+    return Target(run, path)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_clean(repo: Path) -> bool:
+    res = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                         text=True)
+    return res.returncode == 0 and not res.stdout.strip()
+
+
+def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
+             docs_root: Path = REPO_DIR, batch_size: int = 64, log=print) -> Path:
+    register_resolvers()
+    target = resolve_target(path)
+    if tag and not git_clean(docs_root):
+        raise ReleaseError(f"--tag {tag}: the git tree at {docs_root} has uncommitted changes; commit them first "
+                           f"(the tag must name exactly the code that made the release)")
+    cfg = yaml.safe_load((target.run / "config_resolved.yaml").read_text())
+    splits = json.loads((target.run / "splits.json").read_text())
+    data_dir = Path(cfg["paths"]["data_dir"])
+    key = ledger.split_key(splits)
+    previous = ledger.entries(data_dir, key)
+    if previous and not force:
+        first = previous[0]
+        raise ReleaseError(f"the test split of data version {splits['data_version']} was already evaluated on "
+                           f"{first['when']} for {first['checkpoint']} (ledger {data_dir / ledger.LEDGER}). The test "
+                           f"set is looked at once; use --force to evaluate it again (recorded in the release and "
+                           f"the README)")
+
+    model, _ = load_model(target.checkpoint)
+    datamodule = hydra.utils.instantiate(OmegaConf.create(cfg["data"]), _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if datamodule.record["data_version"] != splits["data_version"]:
+        raise DataError(f"the data changed since the run: version {datamodule.record['data_version']} now, "
+                        f"{splits['data_version']} in {target.run / 'splits.json'}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    log(f"evaluating the test split once: {target.checkpoint}")
+    metrics = evaluate_test(model, datamodule, batch_size, cfg["validation"]["mask_ratio"], device)
+    entry = ledger.record(data_dir, key, {"checkpoint": str(target.checkpoint), "sha256": sha256(target.checkpoint),
+                                          "forced": bool(previous), "metrics": metrics})
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    name = tag or f"release-{stamp}"
+    out = out or Path(cfg["paths"]["log_dir"]) / "releases" / name
+    out.mkdir(parents=True, exist_ok=True)
+    _write_release(out, target, model, cfg, splits, metrics, entry, previous, name)
+    docs = {"Task.md": docs_root / "Task.md", "README.md": docs_root / "README.md"}
+    block = results_block(out)
+    for doc in docs.values():
+        if doc.is_file():
+            replace_block(doc, block)
+    if tag:
+        files = [str(p.relative_to(docs_root)) for p in docs.values() if p.is_file()]
+        subprocess.run(["git", "add", *files], cwd=docs_root, check=True)
+        subprocess.run(["git", "commit", "-q", "-m", f"Release {tag}: final settings and results"], cwd=docs_root,
+                       check=True)
+        subprocess.run(["git", "tag", "-a", tag, "-m", f"physiotouch release {tag} ({out})"], cwd=docs_root,
+                       check=True)
+        log(f"committed the generated blocks and tagged {tag}")
+    return out
+
+
+def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, metrics: dict, entry: dict,
+                   previous: list, name: str) -> None:
+    from safetensors.torch import save_file
+
+    shutil.copy2(target.checkpoint, out / "model.ckpt")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors",
+              metadata={"model_cfg": json.dumps(model.cfg.to_dict())})
+    for fname in ("config_resolved.yaml", "splits.json", "run_info.json", "summary.json", "health.json",
+                  "history.json"):
+        if (target.run / fname).is_file():
+            shutil.copy2(target.run / fname, out / fname)
+    if (target.run / "eval" / "report.md").is_file():
+        shutil.copy2(target.run / "eval" / "report.md", out / "validation_report.md")
+        shutil.copy2(target.run / "eval" / "metrics.json", out / "validation_metrics.json")
+    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    (out / "requirements-freeze.txt").write_text(freeze)
+    (out / "environment.json").write_text(json.dumps({**environment(), "machine": platform.node()}, indent=2))
+    run_info = json.loads((target.run / "run_info.json").read_text())
+    summary = json.loads((target.run / "summary.json").read_text()) if (target.run / "summary.json").is_file() else {}
+    release = {"name": name, "created": entry["when"], "checkpoint": str(target.checkpoint),
+               "checkpoint_sha256": entry["sha256"], "run": str(target.run), "git": git_state(),
+               "trained_at_commit": run_info.get("git"), "data_version": splits["data_version"],
+               "split": splits.get("split"), "test_groups": splits["groups"].get("test"),
+               "settings": {"model": cfg["model"], "loss": cfg["loss"], "optim": cfg["optim"], "seed": cfg["seed"],
+                            "max_epochs": cfg["trainer"]["max_epochs"], "batch_size": cfg["data"]["batch_size"],
+                            "precision": run_info.get("precision")},
+               "validation": {k: v for k, v in summary.items() if k.startswith("summary/")},
+               "test": metrics, "test_evaluations_before": previous, "forced": bool(previous)}
+    (out / "release.json").write_text(json.dumps(release, indent=2, default=str))
+    overrides = " ".join(run_info.get("overrides", []))
+    commit = (run_info.get("git") or {}).get("commit") or "<commit>"
+    (out / "REPRODUCE.md").write_text(
+        f"# Reproduce release {name}\n\n```bash\ngit checkout {commit}\nbash scripts/setup.sh\n"
+        f"# train (the run's own overrides; the data version must be {splits['data_version']})\n"
+        f".venv/bin/python -m physiotouch.train {overrides}\n"
+        f"# evaluate on validation\n.venv/bin/python -m physiotouch.evaluate ckpt_path=RUN/checkpoints/"
+        f"{target.checkpoint.name}\n"
+        f"# the test set was evaluated once for this release; a second look needs --force (and is recorded)\n"
+        f".venv/bin/python -m physiotouch.finalize RUN --force\n```\n\nOriginal command: `{run_info.get('command')}`\n"
+        f"Environment: requirements-freeze.txt, environment.json. Data split: splits.json.\n")
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+    (out / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(out)}\n" for p in files))
+
+
+def results_block(release_dir: Path) -> str:
+    """The generated "Final settings and results" text, from the release folder's files only."""
+    r = json.loads((release_dir / "release.json").read_text())
+    t, v, s = r["test"], r["validation"], r["settings"]
+    f = lambda x: f"{x:.4f}" if isinstance(x, (int, float)) else "-"  # noqa: E731
+    val = {}
+    if (release_dir / "validation_metrics.json").is_file():
+        val = json.loads((release_dir / "validation_metrics.json").read_text())
+    lines = [BEGIN, f"Release **{r['name']}**, generated by `python -m physiotouch.finalize` on {r['created']} from "
+             f"`{release_dir}/release.json` (do not edit by hand).", "",
+             f"- checkpoint: `{Path(r['checkpoint']).name}` (sha256 `{r['checkpoint_sha256'][:16]}…`), trained at "
+             f"commit `{(r.get('trained_at_commit') or {}).get('commit')}`",
+             f"- data version `{r['data_version']}`, split {json.dumps(r['split'])}, test groups "
+             f"{', '.join(r['test_groups'] or [])}",
+             f"- settings: loss `{s['loss']['name']}` (α={s['loss']['alpha']}, β={s['loss']['beta']}), encoder "
+             f"{s['model']['encoder']['hidden_size']}×{s['model']['encoder']['num_hidden_layers']}, mask "
+             f"{s['model']['mask_ratio']}, seed {s['seed']}, {s['max_epochs']} epochs, batch {s['batch_size']}, "
+             f"blr {s['optim']['blr']}, precision {s['precision']}", "",
+             "| split | objective | loss_static | loss_recon | loss_pred | object probe acc | sensor probe acc |",
+             "|---|---|---|---|---|---|---|",
+             f"| validation (best epoch {int(v.get('summary/best_epoch', -1))}) | {f(v.get('summary/best_loss'))} | - | - | - "
+             f"| {f(val.get('val/probe_object_accuracy'))} | {f(val.get('val/probe_sensor_accuracy'))} |",
+             f"| test (evaluated once) | {f(t.get('test/objective'))} | {f(t.get('test/loss_static'))} | "
+             f"{f(t.get('test/loss_recon'))} | {f(t.get('test/loss_pred'))} | {f(t.get('test/probe_object_accuracy'))} "
+             f"| {f(t.get('test/probe_sensor_accuracy'))} |", ""]
+    if r["forced"]:
+        lines.append(f"**Forced re-evaluation:** the test split had been evaluated {len(r['test_evaluations_before'])} "
+                     f"time(s) before (first: {r['test_evaluations_before'][0]['when']}, "
+                     f"{r['test_evaluations_before'][0]['checkpoint']}).")
+    else:
+        lines.append("The test split was evaluated exactly once, for this release.")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def replace_block(doc: Path, block: str) -> None:
+    text = doc.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Final settings and results\n\n" + block + "\n"
+    doc.write_text(text)

@@ -1,0 +1,179 @@
+"""The release (test set once, ledger, sums, generated blocks, tag) and runs that survive faults."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from physiotouch.checkpoints import atomic_torch_save
+from physiotouch.release.finalize import BEGIN, ReleaseError, finalize, sha256
+from physiotouch.train import PreflightError, run_training
+
+from .conftest import train_overrides
+
+
+def release_copy(trained_run: Path, tmp: Path) -> Path:
+    """A copy of the trained run whose ledger lives in this test's own data directory."""
+    run = tmp / "run"
+    shutil.copytree(trained_run, run)
+    cfg_file = run / "config_resolved.yaml"
+    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg["paths"]["data_dir"] = str(tmp / "datadir")
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["best_checkpoint"] = str(run / "checkpoints" / Path(summary["best_checkpoint"]).name)
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def docs(tmp: Path) -> Path:
+    root = tmp / "docs"
+    root.mkdir()
+    for name in ("README.md", "Task.md"):
+        (root / name).write_text(f"# {name}\n\n## Final settings and results\n{BEGIN}\nnothing yet\n"
+                                 f"<!-- physiotouch:final-results:end -->\n\nafter\n")
+    return root
+
+
+def test_finalize_once_then_refuse_then_force(trained_run, tmp_path):
+    run, root = release_copy(trained_run, tmp_path), docs(tmp_path)
+    out = finalize(run, tmp_path / "rel", docs_root=root, log=lambda *_: None)
+    for name in ("model.ckpt", "model.safetensors", "config_resolved.yaml", "splits.json", "run_info.json",
+                 "test_metrics.json", "requirements-freeze.txt", "environment.json", "REPRODUCE.md", "release.json"):
+        assert (out / name).is_file(), name
+    sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS"}
+    assert all(sha256(out / name) == digest for name, digest in sums.items())
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["test/clips"] > 0 and test["test/objective"] > 0
+    readme = (root / "README.md").read_text()
+    assert f"{test['test/objective']:.4f}" in readme and "evaluated exactly once" in readme
+    assert readme.endswith("after\n") and "nothing yet" not in readme
+    ledger = json.loads((tmp_path / "datadir" / "test_ledger.json").read_text())
+    assert len(next(iter(ledger.values()))) == 1
+
+    with pytest.raises(ReleaseError, match="already evaluated.*best-epoch.*--force"):
+        finalize(run, tmp_path / "rel2", docs_root=root, log=lambda *_: None)
+    forced = finalize(run, tmp_path / "rel3", force=True, docs_root=root, log=lambda *_: None)
+    assert json.loads((forced / "release.json").read_text())["forced"] is True
+    assert "Forced re-evaluation" in (root / "Task.md").read_text()
+    assert len(next(iter(json.loads((tmp_path / "datadir" / "test_ledger.json").read_text()).values()))) == 2
+
+
+def test_tag_only_on_a_clean_tree(trained_run, tmp_path):
+    run, root = release_copy(trained_run, tmp_path), docs(tmp_path)
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init")
+    git("add", ".")
+    (root / "README.md").write_text((root / "README.md").read_text())  # staged but uncommitted: dirty
+    with pytest.raises(ReleaseError, match="uncommitted changes"):
+        finalize(run, tmp_path / "rel", tag="v1", docs_root=root, log=lambda *_: None)
+    assert not (tmp_path / "datadir" / "test_ledger.json").exists()  # refused before the test set was looked at
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "docs")
+    subprocess.run(["git", "config", "user.email", "t@t"], cwd=root, check=True)
+    subprocess.run(["git", "config", "user.name", "t"], cwd=root, check=True)
+    finalize(run, tmp_path / "rel", tag="v1", docs_root=root, log=lambda *_: None)
+    assert "v1" in git("tag").stdout and not git("status", "--porcelain").stdout.strip()
+
+
+def test_finalize_names_an_unreadable_test_frame(trained_run, tmp_path):
+    run = release_copy(trained_run, tmp_path)
+    cfg = yaml.safe_load((run / "config_resolved.yaml").read_text())
+    data = tmp_path / "data"
+    shutil.copytree(cfg["data"]["root"], data)
+    splits = json.loads((run / "splits.json").read_text())
+    victim = data / splits["sequences"]["test"][0] / "5.png"
+    victim.write_bytes(b"not a png")
+    cfg["data"]["root"], cfg["data"]["index"] = str(data), str(data / "index.csv")
+    (run / "config_resolved.yaml").write_text(yaml.safe_dump(cfg))
+    res = subprocess.run([sys.executable, "-m", "physiotouch.finalize", str(run), "--out", str(tmp_path / "rel"),
+                          "--docs-root", str(docs(tmp_path))], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    # the data changed (a frame's size), so the version check speaks first; both name the problem clearly
+    assert "data changed" in res.stderr or str(victim) in res.stderr
+
+
+def _cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    overrides = [o for o in train_overrides(data, out) if not o.startswith("paths.output_dir")]
+    return [sys.executable, "-m", "physiotouch.train", *overrides, f"hydra.run.dir={out}", "trainer.max_epochs=4",
+            *extra]
+
+
+def test_killed_at_random_points_and_resumed_equals_uninterrupted(small_data, tmp_path):
+    clean = subprocess.run(_cmd(small_data, tmp_path / "clean"), capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    out, rng, kills = tmp_path / "killed", random.Random(0), 0
+    for attempt in range(8):
+        proc = subprocess.Popen(_cmd(small_data, out, "ckpt_path=last"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        if attempt < 3:  # kill three times at random moments, then let it finish
+            try:
+                proc.wait(timeout=rng.uniform(6.0, 12.0))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        if proc.wait(timeout=300) == 0:
+            break
+    assert kills >= 1 and (out / "history.json").is_file()
+    a = json.loads((tmp_path / "clean" / "history.json").read_text())
+    b = json.loads((out / "history.json").read_text())
+    assert len(a) == len(b) == 5
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-9), k
+
+
+def test_a_kill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path):
+    target = tmp_path / "last.ckpt"
+    writer = ("import sys, torch\nfrom physiotouch.checkpoints import atomic_torch_save\n"
+              "big = {'w': torch.randn(4_000_000)}\nwhile True:\n    atomic_torch_save(big, sys.argv[1])\n")
+    rng = random.Random(1)
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", writer, str(target)])
+        time.sleep(rng.uniform(3.0, 4.5))
+        proc.kill()
+        proc.wait()
+        if target.exists():
+            assert torch.load(target, weights_only=True)["w"].shape == (4_000_000,)
+    assert target.exists()
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"last.ckpt"}
+    assert all(n.startswith(".last.ckpt.") and n.endswith(".tmp") for n in leftovers)  # only hidden temp files
+
+
+def test_unwritable_output_and_full_disk_fail_before_training(small_data, tmp_path, make_cfg):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PreflightError, match="not writable"):
+        run_training(make_cfg(small_data, blocker / "out"))
+    with pytest.raises(PreflightError, match="free"):
+        run_training(make_cfg(small_data, tmp_path / "out", "preflight.min_free_disk_mb=1e12"))
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_corrupt_or_malicious_last_checkpoint_gives_a_clear_error(small_data, tmp_path):
+    out = tmp_path / "run"
+    assert subprocess.run(_cmd(small_data, out, "trainer.max_epochs=1"), capture_output=True).returncode == 0
+    last = out / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:3000])
+    res = subprocess.run(_cmd(small_data, out, f"ckpt_path={last}"), capture_output=True, text=True)
+    assert res.returncode == 1 and f"checkpoint '{last}' is corrupt" in res.stderr and "Traceback" not in res.stderr
+
+    class Exploit:
+        def __reduce__(self):
+            return (exec, ("open('PWNED', 'w').write('x')",))
+
+    atomic_torch_save({"state_dict": {}, "x": Exploit()}, last)
+    res = subprocess.run(_cmd(small_data, out, f"ckpt_path={last}"), capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 1 and "refused to load" in res.stderr and not (tmp_path / "PWNED").exists()
