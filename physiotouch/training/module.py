@@ -19,10 +19,12 @@ import torch
 from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
 from physiotouch.models import build_model
 
+from .balancing import build_balancer
 from .optim import OptimConfig, base_lr, build_optimizer, lr_at
 from .schemes import MODE_DYNAMIC, MODE_JOINT, MODE_STATIC, LossConfig
 
-EPOCH_SUMS = ("total", "static", "dynamic", "recon", "pred", "n_static", "n_dynamic", "n_total")
+EPOCH_SUMS = ("total", "static", "dynamic", "recon", "pred", "alpha", "beta", "w_static", "w_dynamic", "n_static",
+              "n_dynamic", "n_total")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,6 +50,7 @@ class PretrainModule(L.LightningModule):
         self.model = build_model(**model_cfg)
         self.loss_cfg = LossConfig(**loss_cfg)
         self.loss_cfg.validate()
+        self.balancer = build_balancer(self.loss_cfg)
         self.optim_cfg = OptimConfig(**optim_cfg)
         self.augment_cfg = AugmentConfig(**(augment_cfg or {}))
         self.seed, self.batch_size, self.max_epochs = int(seed), int(batch_size), int(max_epochs)
@@ -73,7 +76,14 @@ class PretrainModule(L.LightningModule):
         return base_lr(self.optim_cfg, self.batch_size, self.trainer.world_size if self._trainer else 1)
 
     def configure_optimizers(self):
-        return build_optimizer(self.model, self.optim_cfg, self.peak_lr)
+        learned = list(self.balancer.parameters())  # uncertainty / gradnorm: own group, no decay, constant rate
+        extra = [{"params": learned, "weight_decay": 0.0, "lr": self.loss_cfg.balancer_lr, "fixed_lr": True}]
+        return build_optimizer(self.model, self.optim_cfg, self.peak_lr, extra if learned else [])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # After backward and the optimiser step (Lightning 2 zeroes gradients between training_step and backward,
+        # so on_before_zero_grad would change the weights under a live graph): GradNorm renormalises here.
+        self.balancer.after_step()
 
     def current_lr(self, batch_idx: int) -> float:
         steps = max(1, self.trainer.num_training_batches)
@@ -84,7 +94,8 @@ class PretrainModule(L.LightningModule):
         if batch_idx % self.optim_cfg.accum_iter == 0:  # the reference sets the rate every accum_iter data steps
             lr = self.current_lr(batch_idx)
             for group in self.optimizers().optimizer.param_groups:
-                group["lr"] = lr
+                if not group.get("fixed_lr"):
+                    group["lr"] = lr
 
     # ------------------------------------------------------------------------------------------------------------
     # batches
@@ -106,9 +117,13 @@ class PretrainModule(L.LightningModule):
         b, num_patches = clips.shape[0], self.model.num_patches
         noise = torch.rand(b, num_patches, device=self.device, generator=gen)
         cfg = self.loss_cfg
+        weights = None
         if cfg.mode == "joint":
             out = self.model.forward_video(clips, noise)
-            total, mode = cfg.joint_total(out["loss_static"], out["loss_recon"], out["loss_pred"]), MODE_JOINT
+            dynamic = cfg.training_dynamic(out["loss_recon"], out["loss_pred"])
+            shared = [self.model.decoder_blocks[-1].mlp.fc2.weight]  # the last layer both terms pass through
+            total, alpha, beta, _ = self.balancer.total(out["loss_static"], dynamic, shared)
+            weights, mode = (alpha, beta, dynamic.detach()), MODE_JOINT
         elif torch.rand(1, device=self.device, generator=gen).item() < cfg.static_ratio:
             out = self.model.forward_image(clips, noise)
             total, mode = out["loss_static"], MODE_STATIC
@@ -118,8 +133,8 @@ class PretrainModule(L.LightningModule):
         if self.debug.get("inject_nan_at_step") is not None and self.global_step >= int(self.debug["inject_nan_at_step"]):
             total = total * float("nan")
         self._guard_finite(total, batch_idx)
-        self._log_batch(out, total, mode, batch_idx, b)
-        self._accumulate(out, total, mode)
+        self._log_batch(out, total, mode, batch_idx, b, weights)
+        self._accumulate(out, total, mode, weights)
         return total
 
     def _guard_finite(self, total: torch.Tensor, batch_idx: int) -> None:
@@ -138,8 +153,7 @@ class PretrainModule(L.LightningModule):
         raise NonFiniteLossError(f"non-finite training loss at {where}: {saved}. Lower the learning rate "
                                  f"(optim.blr / optim.lr), enable optim.grad_clip, or use trainer precision 32.")
 
-    def _log_batch(self, out: dict, total: torch.Tensor, mode: int, batch_idx: int, b: int) -> None:
-        cfg = self.loss_cfg
+    def _log_batch(self, out: dict, total: torch.Tensor, mode: int, batch_idx: int, b: int, weights) -> None:
         lr = self.optimizers().optimizer.param_groups[0]["lr"]
         metrics = {"batch/loss_total": total.detach(), "batch/mode": float(mode), "batch/lr": lr,
                    "batch/epoch": float(self.current_epoch) + batch_idx / max(1, self.trainer.num_training_batches),
@@ -150,16 +164,16 @@ class PretrainModule(L.LightningModule):
         if mode != MODE_DYNAMIC:
             metrics["batch/loss_static"] = out["loss_static"].detach()
         if mode == MODE_JOINT:
+            alpha, beta, trained_dynamic = weights  # the weights actually used at this step
             static, dynamic = out["loss_static"].detach(), out["loss_dynamic"].detach()
-            w_static, w_dynamic = cfg.alpha * static, cfg.beta * cfg.training_dynamic(out["loss_recon"],
-                                                                                      out["loss_pred"]).detach()
+            w_static, w_dynamic = alpha * static, beta * trained_dynamic
             metrics.update({"batch/loss_ratio": static / dynamic, "batch/weighted_static": w_static,
-                            "batch/weighted_dynamic": w_dynamic, "batch/alpha": cfg.alpha, "batch/beta": cfg.beta,
+                            "batch/weighted_dynamic": w_dynamic, "batch/alpha": alpha, "batch/beta": beta,
                             "batch/static_contribution": w_static / (w_static + w_dynamic),
                             "batch/dynamic_contribution": w_dynamic / (w_static + w_dynamic)})
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=b)
 
-    def _accumulate(self, out: dict, total: torch.Tensor, mode: int) -> None:
+    def _accumulate(self, out: dict, total: torch.Tensor, mode: int, weights) -> None:
         if not self._sums:
             self._sums = {k: torch.zeros((), device=self.device, dtype=torch.float64) for k in EPOCH_SUMS}
         s = self._sums
@@ -172,6 +186,12 @@ class PretrainModule(L.LightningModule):
             for key in ("dynamic", "recon", "pred"):
                 s[key] += out[f"loss_{key}"].detach()
             s["n_dynamic"] += 1
+        if weights is not None:
+            alpha, beta, trained_dynamic = weights
+            s["alpha"] += alpha
+            s["beta"] += beta
+            s["w_static"] += alpha * out["loss_static"].detach()
+            s["w_dynamic"] += beta * trained_dynamic
 
     # ------------------------------------------------------------------------------------------------------------
     # validation: the same objective for every scheme, with a fixed mask per clip
@@ -198,6 +218,8 @@ class PretrainModule(L.LightningModule):
         s = {k: float(self.trainer.strategy.reduce(v, reduce_op="sum")) for k, v in self._sums.items()}
         self._sums = {}
         cfg, row = self.loss_cfg, {"epoch": float(self.current_epoch)}
+        if cfg.mode == "joint" and s.get("n_total"):  # mean weights used (constant for fixed schemes)
+            row["epoch/alpha"], row["epoch/beta"] = s["alpha"] / s["n_total"], s["beta"] / s["n_total"]
         if s.get("n_total"):
             train_loss = s["total"] / s["n_total"]
             self.best_train_loss = min(self.best_train_loss, train_loss)
@@ -208,10 +230,10 @@ class PretrainModule(L.LightningModule):
         if s.get("n_dynamic"):
             for key in ("dynamic", "recon", "pred"):
                 row[f"epoch/loss_{key}"] = s[key] / s["n_dynamic"]
-        if "epoch/loss_static" in row and "epoch/loss_dynamic" in row:
+        if "epoch/loss_static" in row and "epoch/loss_dynamic" in row and cfg.mode == "joint":
             static, dynamic = row["epoch/loss_static"], row["epoch/loss_dynamic"]
-            w_static = cfg.alpha * static
-            w_dynamic = cfg.beta * cfg.training_dynamic(row["epoch/loss_recon"], row["epoch/loss_pred"])
+            # Means of α_t·S_t and β_t·D_t over the epoch: the reference's α·mean(S) for fixed weights.
+            w_static, w_dynamic = s["w_static"] / s["n_total"], s["w_dynamic"] / s["n_total"]
             row.update({"epoch/loss_ratio": static / dynamic, "epoch/weighted_static": w_static,
                         "epoch/weighted_dynamic": w_dynamic,
                         "epoch/actual_static_contribution": w_static / (w_static + w_dynamic),

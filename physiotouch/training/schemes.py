@@ -27,6 +27,17 @@ class LossConfig:
     # What share of the weighted total the static term is meant to carry (the health rule); None: α/(α+β).
     target_static_share: float | None = None
     share_tolerance: float = 0.15
+    # Adaptive balancing in the joint mode (training/balancing.py): fixed | auto | uncertainty | gradnorm.
+    balancer: str = "fixed"
+    target_share: float = 0.5  # auto: the static term's intended share of the weighted total
+    ema_decay: float = 0.99
+    warmup_steps: int = 50
+    alpha_min: float = 0.05
+    alpha_max: float = 0.95
+    logvar_min: float = -4.0  # uncertainty: bounds of the learned log-variances
+    logvar_max: float = 4.0
+    gradnorm_alpha: float = 1.5  # GradNorm's asymmetry
+    balancer_lr: float = 0.025  # learning rate of learned balancing parameters (own group, no decay, no schedule)
 
     def validate(self) -> None:
         if self.mode not in ("joint", "alternating"):
@@ -45,5 +56,3 @@ class LossConfig:
     def training_dynamic(self, loss_recon, loss_pred):
         return loss_recon + self.pred_weight * loss_pred
 
-    def joint_total(self, loss_static, loss_recon, loss_pred):
-        return self.alpha * loss_static + self.beta * self.training_dynamic(loss_recon, loss_pred)
