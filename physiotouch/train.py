@@ -100,6 +100,18 @@ def best_value(history: list[dict], key: str, mode: str) -> float | None:
     return min(values) if mode == "min" else max(values)
 
 
+def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, output_dir: Path) -> dict:
+    """The evaluation (probes, errors, pictures) of the best checkpoint, into RUN/eval/."""
+    from physiotouch.checkpoints import load_model
+    from physiotouch.evaluation.run import EvalConfig, run_evaluation
+
+    ecfg = to_plain(cfg.eval)
+    if ecfg.get("device") == "auto":
+        ecfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    model, _ = load_model(ckpt)
+    return run_evaluation(model, datamodule, EvalConfig(**ecfg), output_dir / "eval")
+
+
 def run_training(cfg: DictConfig) -> dict:
     """Train once as configured. Returns {metric, health, output_dir, best_checkpoint, history}."""
     register_resolvers()
@@ -145,10 +157,15 @@ def run_training(cfg: DictConfig) -> dict:
 
     history = module.history
     (output_dir / "history.json").write_text(json.dumps(history, indent=1))
+    best_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/objective"), None)
+    eval_metrics = {}
+    if cfg.get("evaluate_after_training") and best_cb and best_cb.best_model_path:
+        eval_metrics = evaluate_best(cfg, best_cb.best_model_path, datamodule, output_dir)
     health = check_health(history, module.loss_cfg)
     (output_dir / "health.json").write_text(json.dumps(health, indent=2))
     metric = best_value(history, cfg.optimized_metric, cfg.optimized_metric_mode)
-    best_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/objective"), None)
+    if metric is None and cfg.optimized_metric in eval_metrics:
+        metric = float(eval_metrics[cfg.optimized_metric])
     val = [r for r in history if "val/objective" in r and r.get("epoch", 0) >= 0]
     best_row = min(val, key=lambda r: r["val/objective"]) if val else {}
     summary = {"summary/best_epoch": best_row.get("epoch", float("nan")),

@@ -112,3 +112,13 @@ def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
     res = subprocess.run([sys.executable, "-m", "physiotouch.evaluate", f"ckpt_path={tmp_path}/none.ckpt"],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "none.ckpt" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_probe_metric_can_be_the_sweep_objective(small_data, tmp_path, make_cfg):
+    from physiotouch.train import run_training
+
+    result = run_training(make_cfg(small_data, tmp_path, "trainer.max_epochs=1", "evaluate_after_training=true",
+                                   "optimized_metric=val/probe_sensor_macro_f1", "optimized_metric_mode=max",
+                                   "eval.robustness.enabled=false", "eval.examples=1", "eval.probe.gap=0"))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert result["metric"] == metrics["val/probe_sensor_macro_f1"]
