@@ -172,7 +172,7 @@ def run_training(cfg: DictConfig) -> dict:
                "summary/best_loss": best_row.get("val/objective", float("nan")),
                "summary/best_train_loss": module.best_train_loss, "summary/total_time_seconds": module.elapsed()}
     for lg in trainer.loggers:
-        lg.log_metrics(summary, step=trainer.global_step)
+        lg.log_metrics({**summary, **eval_metrics}, step=trainer.global_step)
         lg.save()
     result = {"metric": metric, "health": health, "output_dir": str(output_dir), "history": history,
               "best_checkpoint": best_cb.best_model_path if best_cb else None, "summary": summary}
@@ -187,7 +187,7 @@ def _print_summary(result: dict, cfg: DictConfig) -> None:
     out = Path(result["output_dir"])
     first = next((r["val/objective"] for r in result["history"] if "val/objective" in r), None)
     lines = [f"run folder:   {out}", f"checkpoints:  {out / 'checkpoints'} (best: {result['best_checkpoint'] or '-'})",
-             f"metrics:      {out / 'csv' / 'metrics.csv'}", f"config:       {out / '.hydra' / 'config.yaml'}",
+             f"metrics:      {out / 'csv' / 'metrics.csv'}", f"config:       {out / 'config_resolved.yaml'}",
              f"health:       {out / 'health.json'}", format_health(result["health"])]
     best = result["summary"]["summary/best_loss"]
     if first is not None and math.isfinite(best):

@@ -149,8 +149,7 @@ def test_report_matches_the_jobs_metric_files(small_data, tmp_path):
         assert mean == pytest.approx(sum(values) / 2)
         assert std == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     md = (sweep / "report.md").read_text()
-    assert "| loss=equal | loss=baseline_alternating | 1,2 |" in md or \
-        "| loss=baseline_alternating | loss=equal | 1,2 |" in md
+    assert "| loss=baseline_alternating | loss=equal | seed 1, seed 2 |" in md
     for png in ("learning_curves.png", "ratio_contribution_curves.png", "main_metric.png"):
         assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # runs on another split must not be mixed in
@@ -173,3 +172,16 @@ def test_wandb_offline_one_run_per_job(small_data, tmp_path):
         assert (sweep / job / "csv" / "metrics.csv").is_file()  # the CSV logger is always on
     info = json.loads((sweep / "1" / "run_info.json").read_text())
     assert "logger=wandb" in info["overrides"]
+
+
+def test_report_treats_k_folds_as_replicates(small_data, tmp_path):
+    sweep = tmp_path / "kfold"
+    run = subprocess.run(train_cmd(small_data, tmp_path, "-m", "data.split.k_folds=2", "data.split.fold=0,1",
+                                   f"hydra.sweep.dir={sweep}"), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tests = {json.dumps(json.loads((sweep / j / "splits.json").read_text())["groups"]["test"]) for j in ("0", "1")}
+    vals = [json.loads((sweep / j / "splits.json").read_text())["groups"]["val"] for j in ("0", "1")]
+    assert len(tests) == 1 and not set(vals[0]) & set(vals[1])  # one test set, disjoint validation folds
+    result = build_report([sweep])
+    assert {r["replicate"] for r in result["table"]} == {"seed 0 fold 0", "seed 0 fold 1"}
+    assert [s["n"] for s in result["stats"].values()] == [2]

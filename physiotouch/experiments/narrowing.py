@@ -68,18 +68,13 @@ def narrow(distribution: BaseDistribution, values: list, rule: NarrowingRule) ->
             lo_i, hi_i = max(distribution.low, math.floor(math.exp(lo))), min(distribution.high, math.ceil(math.exp(hi)))
             return IntLogUniformDistribution(lo_i, max(lo_i, hi_i))
         return LogUniformDistribution(math.exp(lo), math.exp(hi))
-    if isinstance(distribution, IntUniformDistribution):
+    if isinstance(distribution, (IntUniformDistribution, DiscreteUniformDistribution)):
+        step = distribution.step if isinstance(distribution, IntUniformDistribution) else distribution.q
         lo, hi = _span(distribution.low, distribution.high, values, rule)
-        step = distribution.step
-        lo_i = distribution.low + step * math.floor((lo - distribution.low) / step)
-        hi_i = distribution.low + step * math.ceil((hi - distribution.low) / step)
-        return IntUniformDistribution(lo_i, min(distribution.high, max(lo_i, hi_i)), step)
-    if isinstance(distribution, DiscreteUniformDistribution):
-        lo, hi = _span(distribution.low, distribution.high, values, rule)
-        q = distribution.q
-        lo_q = distribution.low + q * math.floor((lo - distribution.low) / q)
-        hi_q = distribution.low + q * math.ceil((hi - distribution.low) / q)
-        return DiscreteUniformDistribution(lo_q, min(distribution.high, max(lo_q, hi_q)), q)
+        lo_s, hi_s = (distribution.low + step * f((v - distribution.low) / step) for v, f in
+                      ((lo, math.floor), (hi, math.ceil)))  # widened outwards onto the grid of the coarse range
+        hi_s = min(distribution.high, max(lo_s, hi_s))
+        return type(distribution)(lo_s, hi_s, step)
     if isinstance(distribution, UniformDistribution):
         lo, hi = _span(distribution.low, distribution.high, values, rule)
         return UniformDistribution(lo, hi)

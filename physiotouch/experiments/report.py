@@ -22,11 +22,12 @@ from scipy import stats  # noqa: E402
 
 from .runs import Run, check_comparable, find_runs  # noqa: E402
 
-IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "paths.", "data.root=", "data.index=", "data.cache_dir=")
+IGNORED_OVERRIDE_PREFIXES = ("seed=", "data.split.fold=", "hydra.", "paths.", "data.root=", "data.index=",
+                             "data.cache_dir=")
 
 
 def config_notes(runs: list[Run]) -> dict[Path, str]:
-    """A run's configuration = the overrides that vary between the runs, seed excluded."""
+    """A run's configuration = the overrides that vary between the runs, seed and K-fold fold excluded."""
     per_run = {r.path: {o.split("=", 1)[0]: o for o in r.overrides if not o.startswith(IGNORED_OVERRIDE_PREFIXES)}
                for r in runs}
     keys = sorted({k for d in per_run.values() for k in d})
@@ -55,7 +56,8 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def compare(groups: dict[str, dict[int, float]]) -> list[dict]:
-    """Paired comparisons of every two configurations on the seeds they share (paired t-test, Holm-adjusted)."""
+    """Paired comparisons of every two configurations on the replicates (seeds, folds) they share (paired t-test,
+    Holm-adjusted)."""
     rows = []
     for a, b in itertools.combinations(sorted(groups), 2):
         shared = sorted(set(groups[a]) & set(groups[b]))
@@ -63,7 +65,7 @@ def compare(groups: dict[str, dict[int, float]]) -> list[dict]:
         p = math.nan
         if len(shared) >= 2 and any(abs(d) > 0 for d in diffs):
             p = float(stats.ttest_rel([groups[a][s] for s in shared], [groups[b][s] for s in shared]).pvalue)
-        rows.append({"a": a, "b": b, "shared_seeds": shared, "mean_diff": statistics.fmean(diffs) if diffs else math.nan,
+        rows.append({"a": a, "b": b, "shared": shared, "mean_diff": statistics.fmean(diffs) if diffs else math.nan,
                      "p_value": p})
     for row, adj in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_holm"] = adj
@@ -85,9 +87,10 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
     notes = config_notes(runs)
     extra = sorted({k for r in runs for k in r.eval_metrics if k.startswith("val/probe_")})
     table = []
-    for r in sorted(runs, key=lambda r: (notes[r.path], r.seed)):
+    for r in sorted(runs, key=lambda r: (notes[r.path], r.replicate)):
         best = r.best_row(main, main_mode)
         table.append({"run": str(r.path), "config": notes[r.path], "scheme": r.scheme, "seed": r.seed,
+                      "replicate": r.replicate,
                       main: r.metric(main, main_mode), secondary: best.get(secondary, r.metric(secondary, secondary_mode)),
                       "best_epoch": best.get("epoch"), "train_seconds": r.summary.get("summary/total_time_seconds"),
                       "checkpoint": r.checkpoint_id(), "health": r.health.get("overall", "-"),
@@ -95,7 +98,7 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
     per_config: dict[str, dict[int, float]] = defaultdict(dict)
     for row in table:
         if row[main] is not None:
-            per_config[row["config"]][row["seed"]] = row[main]
+            per_config[row["config"]][row["replicate"]] = row[main]
     stats_rows = {c: summarise(list(v.values())) for c, v in per_config.items()}
     secondary_stats = {c: summarise([r[secondary] for r in table if r["config"] == c and r[secondary] is not None])
                        for c in per_config}
@@ -133,16 +136,16 @@ def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_
              f"({'lower' if main_mode == 'min' else 'higher'} is better, best epoch of each run), secondary "
              f"`{secondary}` at that epoch. Validation split only.", "",
              "## Runs", "",
-             "| Run | Config | Seed | " + f"{main} (val) | {secondary} (val) | " + "".join(f"{k} | " for k in extra)
+             "| Run | Config | Replicate | " + f"{main} (val) | {secondary} (val) | " + "".join(f"{k} | " for k in extra)
              + "Training time | Checkpoint | Health |",
              "|---" * (8 + len(extra)) + "|"]
     for r in table:
         t = r["train_seconds"]
         duration = f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d}" if t else "-"
-        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['seed']} | {_fmt(r[main])} | {_fmt(r[secondary])}"
+        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['replicate']} | {_fmt(r[main])} | {_fmt(r[secondary])}"
                      f" | " + "".join(f"{_fmt(r[k])} | " for k in extra) + f"{duration} | {r['checkpoint']} | "
                      f"{r['health']} |")
-    lines += ["", "## Per configuration (mean ± std, 95% CI over seeds)", "",
+    lines += ["", "## Per configuration (mean ± std, 95% CI over seeds / folds)", "",
               f"| Config | n | {main} mean ± std | 95% CI | {secondary} mean ± std |", "|---|---|---|---|---|"]
     for c, s in sorted(stats_rows.items(), key=lambda kv: kv[1]["mean"], reverse=main_mode == "max"):
         s2 = secondary_stats[c]
@@ -150,21 +153,21 @@ def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_
                      f"{_fmt(s['ci95_high'])}] | {_fmt(s2['mean'])} ± {_fmt(s2['std'])} |")
     if comparisons:
         lines += ["", "## Comparisons on shared seeds (paired t-test, Holm-adjusted)", "",
-                  "| A | B | shared seeds | mean(A − B) | p | p (Holm) |", "|---|---|---|---|---|---|"]
+                  "| A | B | shared replicates | mean(A − B) | p | p (Holm) |", "|---|---|---|---|---|---|"]
         for c in comparisons:
-            lines.append(f"| {c['a']} | {c['b']} | {','.join(map(str, c['shared_seeds'])) or '-'} | "
+            lines.append(f"| {c['a']} | {c['b']} | {', '.join(map(str, c['shared'])) or '-'} | "
                          f"{_fmt(c['mean_diff'])} | {_fmt(c['p_value'], 3)} | {_fmt(c['p_holm'], 3)} |")
-        lines.append("\nA comparison needs at least 2 shared seeds; '-' means it could not be made.")
-    lines += ["", "## Health verdicts", "", "| Run | Config | Seed | overall | failed rules |", "|---|---|---|---|---|"]
+        lines.append("\nA comparison needs at least 2 shared replicates; '-' means it could not be made.")
+    lines += ["", "## Health verdicts", "", "| Run | Config | Replicate | overall | failed rules |", "|---|---|---|---|---|"]
     by_path = {str(r.path): r for r in runs}
     for r in table:
         h = by_path[r["run"]].health
         failed = [k for k, v in h.get("rules", {}).items() if v.get("verdict") == "fail"]
-        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['seed']} | {h.get('overall', '-')} | "
+        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['replicate']} | {h.get('overall', '-')} | "
                      f"{', '.join(failed) or '-'} |")
     lines += ["", "## Best checkpoint (chosen by validation, never by a test number)", "",
-              f"`{best_summary.get('best_checkpoint')}` — run `{best_run['run']}` ({best_run['config']}, seed "
-              f"{best_run['seed']}), {main} = {_fmt(best_run[main])}.", "", "## Plots", ""]
+              f"`{best_summary.get('best_checkpoint')}` — run `{best_run['run']}` ({best_run['config']}, "
+              f"{best_run['replicate']}), {main} = {_fmt(best_run[main])}.", "", "## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p]
     return "\n".join(lines) + "\n"
 
@@ -182,10 +185,10 @@ def _curves(runs, notes, out: Path, rows: list[tuple[str, str]], name: str, titl
     for j, (config, members) in enumerate(groups.items()):
         for i, (key, label) in enumerate(rows):
             ax = axes[i][j]
-            for r in sorted(members, key=lambda r: r.seed):
+            for r in sorted(members, key=lambda r: r.replicate):
                 pts = [(row["epoch"], row[key]) for row in r.history if key in row]
                 if pts:
-                    ax.plot(*zip(*pts), marker=".", label=f"seed {r.seed}")
+                    ax.plot(*zip(*pts), marker=".", label=r.replicate)
             ax.set_xlabel("epoch (-1 = before training)" if key.startswith("val/") else "epoch")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

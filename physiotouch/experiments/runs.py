@@ -35,11 +35,21 @@ class Run:
         return str(self.config.get("loss", {}).get("name", "?"))
 
     @property
+    def replicate(self) -> str:
+        """What repeats a configuration: the seed, and the fold under K-fold validation."""
+        split = self.splits.get("split") or {}
+        return f"seed {self.seed}" + (f" fold {split.get('fold')}" if (split.get("k_folds") or 0) >= 2 else "")
+
+    @property
     def split_key(self) -> tuple:
-        """Runs are comparable only on the same data version and the same split."""
-        s = self.splits
-        return (s.get("data_version"), json.dumps(s.get("split"), sort_keys=True),
-                json.dumps(s.get("groups"), sort_keys=True))
+        """Runs are comparable only on the same data version and the same split; under K-fold, folds of one
+        partition (same test set, same k and split seed) are replicates of each other."""
+        s, split = self.splits, dict(self.splits.get("split") or {})
+        if (split.get("k_folds") or 0) >= 2:
+            split.pop("fold", None)
+            return (s.get("data_version"), json.dumps(split, sort_keys=True),
+                    json.dumps(s.get("groups", {}).get("test"), sort_keys=True))
+        return (s.get("data_version"), json.dumps(split, sort_keys=True), json.dumps(s.get("groups"), sort_keys=True))
 
     def epochs(self) -> list[dict]:
         return [r for r in self.history if r.get("epoch", 0) >= 0]
