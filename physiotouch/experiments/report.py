@@ -109,7 +109,7 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
 
     _write_csv(out / "report.csv", table, stats_rows, main)
     plots = [_learning_curves(runs, notes, out), _ratio_curves(runs, notes, out),
-             _metric_bars(per_config, stats_rows, main, out)]
+             _metric_bars(per_config, stats_rows, main, out), _weights_overview(runs, notes, out)]
     md = _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_mode, secondary, extra,
                    best_run, best_summary, plots)
     (out / "report.md").write_text(md)
@@ -214,6 +214,35 @@ def _ratio_curves(runs, notes, out):
     return _curves(runs, notes, out, [("epoch/loss_ratio", "loss_ratio = static / dynamic"),
                                       ("epoch/actual_static_contribution", "static share of weighted loss")],
                    "ratio_contribution_curves.png", "loss_ratio and static contribution per configuration")
+
+
+def _weights_overview(runs, notes, out):
+    """One line per configuration (mean over replicates): the static weight used, the static share of the weighted
+    loss, and val/objective, against the epoch: how each balancing scheme behaves, side by side."""
+    keys = [("epoch/alpha", "α used (static weight)"), ("epoch/actual_static_contribution", "static share of loss"),
+            ("val/objective", "val/objective")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for config, members in _by_config(runs, notes).items():
+        for ax, (key, label) in zip(axes, keys):
+            per_epoch = defaultdict(list)
+            for r in members:
+                for row in r.epochs():
+                    if key in row:
+                        per_epoch[row["epoch"]].append(row[key])
+            if per_epoch:
+                xs = sorted(per_epoch)
+                ax.plot(xs, [statistics.fmean(per_epoch[x]) for x in xs], marker=".", label=config)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[1].axhline(0.5, color="k", ls=":", lw=0.8)
+    axes[2].legend(fontsize=7)  # val/objective exists for every scheme
+    fig.suptitle("Loss balancing per configuration (mean over replicates)")
+    fig.tight_layout()
+    path = out / "weights_overview.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _metric_bars(per_config, stats_rows, main, out):
