@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +19,6 @@ from physiotouch.data.datamodule import make_windows
 from physiotouch.data.index import parse_labels
 from physiotouch.data.splits import SplitConfig, assign_groups, data_version, split_sequences
 
-from .conftest import SMALL
 
 
 def dm(root: Path, tmp_path: Path, **kw) -> TactileDataModule:

@@ -77,7 +77,9 @@ def read_index(index: str | Path, label_regex: str = DEFAULT_LABEL_REGEX) -> tup
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or all(not cell.strip() for cell in row):
                 continue
-            bad = lambda msg: problems.append(IndexProblem(str(path), lineno, msg))  # noqa: E731
+            def bad(msg: str, line: int = lineno) -> None:
+                problems.append(IndexProblem(str(path), line, msg))
+
             if len(row) != 3:
                 bad(f"expected 3 fields folder,start,end; got {len(row)}: {','.join(row)[:80]!r}")
                 continue
