@@ -163,3 +163,21 @@ def test_clip_init_through_the_config(tmp_path):
 
     state = load_file(tmp_path / "model.safetensors")
     assert torch.equal(model.encoder.pre_layrnorm.weight, state["pre_layrnorm.weight"])
+
+
+@pytest.mark.parametrize("kind", ["converted", "reference"])
+def test_training_starts_from_reference_weights(small_data, tmp_path, make_cfg, kind):
+    from physiotouch.train import run_training
+
+    init = BEST
+    if kind == "converted":
+        init = tmp_path / "converted.ckpt"
+        subprocess.run([sys.executable, "-m", "physiotouch.legacy", "convert", str(BEST), str(init)], check=True,
+                       capture_output=True)
+    out = tmp_path / "run"
+    run_training(make_cfg(small_data, out, f"init_from={init}", "trainer.max_epochs=1", "optim.blr=0",
+                          "optim.weight_decay=0"))
+    model, _ = load_model(out / "checkpoints" / "last.ckpt")
+    reference = load_upstream_checkpoint(BEST).model
+    for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(ours, theirs), name  # lr 0: the weights are exactly the reference's
