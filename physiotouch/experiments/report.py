@@ -222,7 +222,8 @@ def _weights_overview(runs, notes, out):
     keys = [("epoch/alpha", "α used (static weight)"), ("epoch/actual_static_contribution", "static share of loss"),
             ("val/objective", "val/objective")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for config, members in _by_config(runs, notes).items():
+    for i, (config, members) in enumerate(_by_config(runs, notes).items()):
+        color = f"C{i % 10}"  # one colour per configuration in every panel (some lack a metric)
         for ax, (key, label) in zip(axes, keys):
             per_epoch = defaultdict(list)
             for r in members:
@@ -231,7 +232,7 @@ def _weights_overview(runs, notes, out):
                         per_epoch[row["epoch"]].append(row[key])
             if per_epoch:
                 xs = sorted(per_epoch)
-                ax.plot(xs, [statistics.fmean(per_epoch[x]) for x in xs], marker=".", label=config)
+                ax.plot(xs, [statistics.fmean(per_epoch[x]) for x in xs], marker=".", label=config, color=color)
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
