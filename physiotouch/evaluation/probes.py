@@ -10,6 +10,7 @@ Which clips fit and which test each probe (the test split is never used here):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,14 @@ def fit_predict(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndar
 def classification_metrics(proba: np.ndarray, y: np.ndarray, num_classes: int, ece_bins: int = 10) -> dict[str, float]:
     """Accuracy, macro / micro F1, macro AUROC and AUPRC (over the classes present in y), ECE."""
     p, t = torch.as_tensor(proba, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    with warnings.catch_warnings():
+        # Per-class scores of classes absent from y are undefined and torchmetrics warns about each; `_present`
+        # averages over the classes that occur, so those scores are never used.
+        warnings.filterwarnings("ignore", message="No positive samples in targets")
+        return _metrics(p, t, y, num_classes, ece_bins)
+
+
+def _metrics(p: torch.Tensor, t: torch.Tensor, y: np.ndarray, num_classes: int, ece_bins: int) -> dict[str, float]:
     out = {"accuracy": MulticlassAccuracy(num_classes, average="micro")(p, t).item(),
            "macro_f1": _present(MulticlassF1Score(num_classes, average=None)(p, t), y),
            "micro_f1": MulticlassF1Score(num_classes, average="micro")(p, t).item(),
