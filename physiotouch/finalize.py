@@ -15,20 +15,31 @@ from pathlib import Path
 
 from physiotouch.data import DataError
 from physiotouch.paths import REPO_DIR
-from physiotouch.release.finalize import ReleaseError, finalize
+from physiotouch.release.finalize import ReleaseError, finalize, replace_block, results_block
 from physiotouch.utils.safe_load import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m physiotouch.finalize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", type=Path, help="a training run folder or a checkpoint inside one")
+    parser.add_argument("target", type=Path, nargs="?", help="a training run folder or a checkpoint inside one")
+    parser.add_argument("--docs-from", type=Path, metavar="RELEASE_DIR",
+                        help="only re-render the README/Task.md blocks from an existing release folder (no evaluation)")
     parser.add_argument("--out", type=Path, help="release folder (default: releases/<name> beside outputs/)")
     parser.add_argument("--force", action="store_true", help="evaluate a test split that was evaluated before")
     parser.add_argument("--tag", help="commit the generated README/Task.md blocks and create this git tag")
     parser.add_argument("--docs-root", type=Path, default=REPO_DIR, help="where README.md and Task.md live")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
+    if args.docs_from:
+        block = results_block(args.docs_from)
+        for doc in ("README.md", "Task.md"):
+            if (args.docs_root / doc).is_file():
+                replace_block(args.docs_root / doc, block)
+        print(f"re-rendered the final-results blocks from {args.docs_from}")
+        return 0
+    if args.target is None:
+        parser.error("give a run folder or checkpoint (or --docs-from RELEASE_DIR)")
     try:
         out = finalize(args.target, args.out, args.force, args.tag, args.docs_root, args.batch_size)
     except (ReleaseError, DataError, CheckpointError) as err:

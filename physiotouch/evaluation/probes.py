@@ -100,6 +100,7 @@ def run_probes(feats: dict, vocab: dict, cfg: ProbeConfig, test_feats: dict | No
                    n_sen),
     }
     for task, (xf, yf, xt, yt, n) in tasks.items():
+        metrics[f"val/probe_{task}_classes"] = float(len(np.unique(yt)))  # what chance is relative to
         for kind in ("linear", "knn"):
             if len(np.unique(yf)) < 2 or len(yt) == 0:
                 continue

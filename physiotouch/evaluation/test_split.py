@@ -35,4 +35,5 @@ def evaluate_test(model, datamodule, batch_size: int, mask_ratio: float, device:
         proba = fit_predict("linear", test["x"][fit], test["object"][fit], test["x"][held], n_obj, pcfg)
         for k, v in classification_metrics(proba, test["object"][held], n_obj, pcfg.ece_bins).items():
             m[f"test/probe_object_{k}"] = v
+        m["test/probe_object_classes"] = float(len(np.unique(test["object"][held])))
     return m
