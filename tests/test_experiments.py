@@ -76,25 +76,29 @@ def test_coarse_then_fine_search(small_data, tmp_path):
     assert ranges["coarse_best_params"] == best.params
 
 
-def _complete(db: Path) -> int:
+def _count(db: Path, state: str) -> int:
     if not db.exists():
         return 0
     try:
         with sqlite3.connect(db) as con:
-            return con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0]
+            return con.execute("select count(*) from trials where state=?", (state,)).fetchone()[0]
     except sqlite3.OperationalError:
         return 0
 
 
+def _complete(db: Path) -> int:
+    return _count(db, "COMPLETE")
+
+
 def test_sweep_killed_mid_trial_resumes_without_repeating(small_data, tmp_path):
     cmd = search_cmd(small_data, tmp_path, "coarse", 2, "search.heartbeat_seconds=1", "search.grace_seconds=2",
-                     "trainer.max_epochs=2", "trainer.limit_train_batches=4")
+                     "trainer.max_epochs=4", "trainer.limit_train_batches=10")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     db = tmp_path / "optuna.db"
     deadline = time.time() + 240
-    while _complete(db) < 1 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # the second trial is now under way
+    # kill as soon as the first trial is finished and the second is running (each trial takes seconds)
+    while not (_complete(db) == 1 and _count(db, "RUNNING") == 1) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _complete(db) == 1

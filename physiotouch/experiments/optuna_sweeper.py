@@ -141,6 +141,7 @@ class PhysiotouchOptunaSweeper(Sweeper):
         space, fixed, enqueue = self._search_space(storage, arguments)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                     direction=self.direction, load_if_exists=True)
+        self._reseed_on_resume(study)
         optuna.storages.fail_stale_trials(study)  # trials of a killed sweep: failed, and queued again
         if enqueue is not None and not study.trials:
             study.enqueue_trial(enqueue)
@@ -161,6 +162,14 @@ class PhysiotouchOptunaSweeper(Sweeper):
                 self._tell(study, trial, ret)
             remaining -= batch
         write_search_report(study, sweep_dir, self.search)
+
+    def _reseed_on_resume(self, study: optuna.Study) -> None:
+        """A relaunch that re-created the sampler with its configured seed would draw the same points as the
+        first launch did: seed it with seed + the number of trials already in the study instead (deterministic)."""
+        cfg = self.config.hydra.sweeper.get("sampler")
+        if study.trials and cfg is not None and cfg.get("seed") is not None:
+            study.sampler = instantiate(cfg, seed=int(cfg.seed) + len(study.trials))
+            log.info("resuming: sampler re-seeded with %d", int(cfg.seed) + len(study.trials))
 
     def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret) -> None:
         job_dir = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg else ""
