@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -110,22 +111,33 @@ def _cmd(data: Path, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime_ns if path.exists() else 0
+
+
 def test_killed_at_random_points_and_resumed_equals_uninterrupted(small_data, tmp_path):
     clean = subprocess.run(_cmd(small_data, tmp_path / "clean"), capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr[-2000:]
     out, rng, kills = tmp_path / "killed", random.Random(0), 0
-    for attempt in range(8):
+    last = out / "checkpoints" / "last.ckpt"
+    # One kill at a random moment of start-up, then two at random moments of an epoch just after a checkpoint
+    # was written (mid-epoch, with a last.ckpt to resume from), then a run to the end.
+    plan = [("start", rng.uniform(1.0, 4.0)), ("epoch", rng.uniform(0.0, 1.0)), ("epoch", rng.uniform(0.0, 1.0))]
+    for attempt in range(len(plan) + 3):
         proc = subprocess.Popen(_cmd(small_data, out, "ckpt_path=last"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        if attempt < 3:  # kill three times at random moments, then let it finish
-            try:
-                proc.wait(timeout=rng.uniform(6.0, 12.0))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
+        if attempt < len(plan):
+            kind, delay = plan[attempt]
+            seen, deadline = _mtime(last), time.time() + 120
+            while kind == "epoch" and _mtime(last) == seen and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            time.sleep(delay)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
                 kills += 1
         if proc.wait(timeout=300) == 0:
             break
-    assert kills >= 1 and (out / "history.json").is_file()
+    assert kills >= 2 and (out / "history.json").is_file()
     a = json.loads((tmp_path / "clean" / "history.json").read_text())
     b = json.loads((out / "history.json").read_text())
     assert len(a) == len(b) == 5
