@@ -18,6 +18,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physiotouch.config import register_resolvers, to_plain
@@ -112,6 +113,12 @@ def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, output_dir: Path) -> d
     return run_evaluation(model, datamodule, EvalConfig(**ecfg), output_dir / "eval")
 
 
+def _write(path: Path, text: str) -> None:
+    """Run files are written by the global rank-zero process only (DDP starts one process per device)."""
+    if rank_zero_only.rank == 0:
+        path.write_text(text)
+
+
 def run_training(cfg: DictConfig) -> dict:
     """Train once as configured. Returns {metric, health, output_dir, best_checkpoint, history}."""
     register_resolvers()
@@ -120,11 +127,11 @@ def run_training(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # The resolved config, whatever launched the run (evaluation and release read the data and split from it).
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    _write(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
-    (output_dir / "splits.json").write_text(json.dumps(datamodule.record, indent=2))
+    _write(output_dir / "splits.json", json.dumps(datamodule.record, indent=2))
 
     module = PretrainModule(model_cfg=to_plain(cfg.model), loss_cfg=to_plain(cfg.loss), optim_cfg=to_plain(cfg.optim),
                             augment_cfg=to_plain(cfg.augment), seed=cfg.seed, batch_size=cfg.data.batch_size,
@@ -142,7 +149,7 @@ def run_training(cfg: DictConfig) -> dict:
         pass
     info = run_info(cfg.seed, datamodule.record["data_version"], overrides, str(output_dir))
     info["precision"] = str(cfg.trainer.precision)
-    (output_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    _write(output_dir / "run_info.json", json.dumps(info, indent=2))
 
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":  # restart after a kill or preemption: resume if this run folder has a last.ckpt
@@ -156,13 +163,13 @@ def run_training(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     history = module.history
-    (output_dir / "history.json").write_text(json.dumps(history, indent=1))
+    _write(output_dir / "history.json", json.dumps(history, indent=1))
     best_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/objective"), None)
     eval_metrics = {}
     if cfg.get("evaluate_after_training") and best_cb and best_cb.best_model_path:
         eval_metrics = evaluate_best(cfg, best_cb.best_model_path, datamodule, output_dir)
     health = check_health(history, module.loss_cfg)
-    (output_dir / "health.json").write_text(json.dumps(health, indent=2))
+    _write(output_dir / "health.json", json.dumps(health, indent=2))
     metric = best_value(history, cfg.optimized_metric, cfg.optimized_metric_mode)
     if metric is None and cfg.optimized_metric in eval_metrics:
         metric = float(eval_metrics[cfg.optimized_metric])
@@ -176,10 +183,11 @@ def run_training(cfg: DictConfig) -> dict:
         lg.save()
     result = {"metric": metric, "health": health, "output_dir": str(output_dir), "history": history,
               "best_checkpoint": best_cb.best_model_path if best_cb else None, "summary": summary}
-    (output_dir / "summary.json").write_text(json.dumps(
+    _write(output_dir / "summary.json", json.dumps(
         {**summary, "best_checkpoint": result["best_checkpoint"], "optimized_metric": cfg.optimized_metric,
          "optimized_value": metric, "health": health["overall"]}, indent=2))
-    _print_summary(result, cfg)
+    if rank_zero_only.rank == 0:
+        _print_summary(result, cfg)
     return result
 
 

@@ -177,3 +177,19 @@ def test_multirun_seeds_land_as_jobs_of_one_folder(small_data, tmp_path):
             assert (d / name).is_file(), d / name
         assert json.loads((d / "run_info.json").read_text())["seed"] == seed
         assert f"seed={seed}" in json.loads((d / "run_info.json").read_text())["overrides"]
+
+
+def test_ddp_on_two_cpu_processes_with_the_alternating_scheme(small_data, tmp_path):
+    """DDP (gloo) with 2 processes: the alternating scheme needs the unused-parameter search and the same
+    static/dynamic coin on every rank; run files are written once."""
+    overrides = [o for o in train_overrides(small_data, tmp_path) if not o.startswith("paths.output_dir")]
+    res = subprocess.run([sys.executable, "-m", "physiotouch.train", *overrides, f"hydra.run.dir={tmp_path / 'run'}",
+                          "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                          "loss=baseline_alternating", "trainer.max_epochs=2"], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("run folder:") == 1  # the summary comes from rank 0 only
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 3 and all(math.isfinite(r["val/objective"]) for r in history)
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert "trainer=ddp" in info["overrides"]
