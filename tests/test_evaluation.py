@@ -80,6 +80,10 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
     assert m["val/probe_sensor_accuracy"] > m["val/probe_sensor_chance"] + 0.2
     assert max(m["val/probe_object_accuracy"], m["val/probe_object_knn_accuracy"]) > m["val/probe_object_chance"]
     assert 0.0 <= m["val/pred_beats_copy_fraction"] <= 1.0
+    # the same masks, model and clips as training's validation at the best epoch: the same objective
+    history = json.loads((trained_run / "history.json").read_text())
+    best = min(r["val/objective"] for r in history if r["epoch"] >= 0)
+    assert m["val/recon_objective"] == pytest.approx(best, rel=1e-5)
     assert all(isinstance(v, float) for v in json.loads((out / "metrics.json").read_text()).values())
     pictures = sorted(out.glob("*.png"))
     assert len(pictures) >= 14

@@ -14,14 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from physiotouch.data.augment import normalize, to_float_clips
-from physiotouch.data.datamodule import ClipDataset
+from physiotouch.data.datamodule import ClipDataset, fixed_mask_noise
 from physiotouch.models import TactileVideoMAE
-
-
-def fixed_noise(clip_ids: torch.Tensor, num_patches: int) -> torch.Tensor:
-    """The validation mask of each clip, seeded by the clip alone (the same as during training's validation)."""
-    return torch.stack([torch.rand(num_patches, generator=torch.Generator().manual_seed(int(c)))
-                        for c in clip_ids.tolist()])
 
 
 def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> dict[str, torch.Tensor]:
@@ -49,7 +43,7 @@ def encode_split(model: TactileVideoMAE, ds: ClipDataset, batch_size: int, mask_
         if perturb is not None:
             clips = perturb(clips, batch["clip_id"])
         clips = normalize(clips)
-        noise = fixed_noise(batch["clip_id"], model.num_patches).to(device)
+        noise = fixed_mask_noise(batch["clip_id"], model.num_patches).to(device)
         out = model.forward_video(clips, noise, mask_ratio=mask_ratio)
         values = {"x": model.encode(clips, "video"), **per_clip_errors(model, clips, out)}
         for key, v in values.items():
@@ -77,6 +71,6 @@ def example_outputs(model: TactileVideoMAE, ds: ClipDataset, indices: list[int],
     batch = [ds[i] for i in indices]
     clips = normalize(to_float_clips(torch.stack([b["clip"] for b in batch]).to(device)))
     ids = torch.tensor([b["clip_id"] for b in batch])
-    out = model.eval().to(device).forward_video(clips, fixed_noise(ids, model.num_patches).to(device),
+    out = model.eval().to(device).forward_video(clips, fixed_mask_noise(ids, model.num_patches).to(device),
                                                 mask_ratio=mask_ratio)
     return {"clips": clips.cpu(), "pred": out["pred"].float().cpu(), "mask": out["mask"].cpu()}

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 
 from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
+from physiotouch.data.datamodule import fixed_mask_noise
 from physiotouch.models import build_model
 
 from .balancing import build_balancer
@@ -196,9 +197,7 @@ class PretrainModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------------------------
     # validation: the same objective for every scheme, with a fixed mask per clip
     def fixed_noise(self, clip_ids: torch.Tensor) -> torch.Tensor:
-        rows = [torch.rand(self.model.num_patches, generator=torch.Generator().manual_seed(int(cid)))
-                for cid in clip_ids.tolist()]
-        return torch.stack(rows).to(self.device)
+        return fixed_mask_noise(clip_ids, self.model.num_patches).to(self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         clips = self.prepare_clips(batch, False)
