@@ -7,32 +7,20 @@ and `hyper_parameters` holding plain values only (`model_cfg`, `loss_cfg`, ...),
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from physiotouch.models import ModelConfig, TactileVideoMAE
+from physiotouch.utils.files import atomic_write
 from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 FORMAT = "physiotouch-ckpt-1"
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def model_state_from(ckpt: dict) -> dict[str, torch.Tensor]:

@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from physiotouch.checkpoints import atomic_torch_save
-from physiotouch.release.finalize import BEGIN, ReleaseError, finalize, sha256
+from physiotouch.release.finalize import BEGIN, ReleaseError, finalize
+from physiotouch.utils.files import sha256_file
 from physiotouch.train import PreflightError, run_training
 
 from .conftest import train_overrides
@@ -54,7 +55,7 @@ def test_finalize_once_then_refuse_then_force(trained_run, tmp_path):
         assert (out / name).is_file(), name
     sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
     assert set(sums) == {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS"}
-    assert all(sha256(out / name) == digest for name, digest in sums.items())
+    assert all(sha256_file(out / name) == digest for name, digest in sums.items())
     test = json.loads((out / "test_metrics.json").read_text())
     assert test["test/clips"] > 0 and test["test/objective"] > 0
     readme = (root / "README.md").read_text()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from physiotouch.utils.files import atomic_write_text
+
 from .check import decode_frame
 from .index import WINDOW, Sequence
 
@@ -89,17 +91,10 @@ def build_cache(root: Path, sequences: list[Sequence], image_size: int, cache_di
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _atomic_write_text(layout_path, json.dumps({"offsets": offsets, "bad": bad, "version": version,
+    atomic_write_text(layout_path, json.dumps({"offsets": offsets, "bad": bad, "version": version,
                                                 "image_size": image_size}))
     _remove_stale(cache_dir, keep=key, version=version, sequences={s.folder for s in sequences})
     return FrameCache(np.load(array_path, mmap_mode="r"), offsets, bad, array_path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _remove_stale(cache_dir: Path, keep: str, version: str, sequences: set[str]) -> None:

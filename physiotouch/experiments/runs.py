@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from physiotouch.utils.files import sha256_file
 
 
 class RunError(RuntimeError):
@@ -73,11 +74,7 @@ class Run:
         best = self.summary.get("best_checkpoint")
         if not best or not Path(best).is_file():
             return "-"
-        digest = hashlib.sha256()
-        with open(best, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return f"{Path(best).name}@{digest.hexdigest()[:10]}"
+        return f"{Path(best).name}@{sha256_file(best)[:10]}"
 
 
 def _json(path: Path, default=None):

@@ -4,7 +4,6 @@ SHA-256 sums, and the "Final settings and results" blocks of Task.md and README.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import platform
 import shutil
@@ -24,6 +23,7 @@ from physiotouch.data import DataError
 from physiotouch.evaluation.test_split import evaluate_test
 from physiotouch.paths import REPO_DIR
 from physiotouch.training.run_info import environment, git_state
+from physiotouch.utils.files import sha256_file
 
 from . import ledger
 
@@ -57,14 +57,6 @@ def resolve_target(path: Path) -> Target:
         raise ReleaseError(f"'{path}' is not inside a training run folder (expected RUN/checkpoints/NAME.ckpt with "
                            f"RUN/config_resolved.yaml)")
     return Target(run, path)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_clean(repo: Path) -> bool:
@@ -102,7 +94,7 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluating the test split once: {target.checkpoint}")
     metrics = evaluate_test(model, datamodule, batch_size, cfg["validation"]["mask_ratio"], device)
-    entry = ledger.record(data_dir, key, {"checkpoint": str(target.checkpoint), "sha256": sha256(target.checkpoint),
+    entry = ledger.record(data_dir, key, {"checkpoint": str(target.checkpoint), "sha256": sha256_file(target.checkpoint),
                                           "forced": bool(previous), "metrics": metrics})
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
@@ -168,7 +160,7 @@ def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, me
         f".venv/bin/python -m physiotouch.finalize RUN --force\n```\n\nOriginal command: `{run_info.get('command')}`\n"
         f"Environment: requirements-freeze.txt, environment.json. Data split: splits.json.\n")
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
-    (out / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(out)}\n" for p in files))
+    (out / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(out)}\n" for p in files))
 
 
 def results_block(release_dir: Path) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from physiotouch.utils.files import atomic_write_text
 
 LEDGER = "test_ledger.json"
 
@@ -41,9 +41,5 @@ def record(data_dir: Path, key: str, entry: dict) -> dict:
     ledger = read(data_dir)
     entry = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **entry}
     ledger.setdefault(key, []).append(entry)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ledger.", dir=data_dir)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(ledger, fh, indent=2)
-    os.replace(tmp, data_dir / LEDGER)
+    atomic_write_text(data_dir / LEDGER, json.dumps(ledger, indent=2))
     return entry
