@@ -59,17 +59,11 @@ def resolve_target(path: Path) -> Target:
     return Target(run, path)
 
 
-def git_clean(repo: Path) -> bool:
-    res = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
-                         text=True)
-    return res.returncode == 0 and not res.stdout.strip()
-
-
 def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
              docs_root: Path = REPO_DIR, batch_size: int = 64, log=print) -> Path:
     register_resolvers()
     target = resolve_target(path)
-    if tag and not git_clean(docs_root):
+    if tag and git_state(docs_root)["dirty"] is not False:  # dirty, or not a git checkout at all
         raise ReleaseError(f"--tag {tag}: the git tree at {docs_root} has uncommitted changes; commit them first "
                            f"(the tag must name exactly the code that made the release)")
     cfg = yaml.safe_load((target.run / "config_resolved.yaml").read_text())
