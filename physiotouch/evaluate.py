@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from physiotouch.checkpoints import load_model
 from physiotouch.config import register_resolvers
 from physiotouch.data import DataError
-from physiotouch.evaluation.run import EvalConfig, run_evaluation
+from physiotouch.evaluation.run import eval_config, run_evaluation
+from physiotouch.training.loggers import finish_wandb
 from physiotouch.utils.safe_load import CheckpointError
 
 log = logging.getLogger("physiotouch.evaluate")
@@ -56,10 +56,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         if differs:  # the user chose other data on purpose (use_run_data=false)
             log.warning(message)
     out = Path(cfg.out_dir) if cfg.out_dir else (run / "eval" if run else Path(cfg.paths.output_dir) / "eval")
-    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    if ecfg["device"] == "auto":
-        ecfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    metrics = run_evaluation(model, datamodule, EvalConfig(**ecfg), out)
+    metrics = run_evaluation(model, datamodule, eval_config(cfg.eval), out)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     loggers = [lg for lg in loggers if not isinstance(lg, CSVLogger)] + [CSVLogger(str(out), name="csv", version="")]
     for lg in loggers:
@@ -77,11 +74,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     finally:
-        if "wandb" in sys.modules:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
+        finish_wandb()
 
 
 register_resolvers()

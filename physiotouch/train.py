@@ -25,7 +25,7 @@ from physiotouch.config import register_resolvers, to_plain
 from physiotouch.data import DataError
 from physiotouch.training.callbacks import AtomicCheckpointIO, EpochSummary
 from physiotouch.training.health import check_health, format_health
-from physiotouch.training.loggers import configure_wandb
+from physiotouch.training.loggers import configure_wandb, finish_wandb
 from physiotouch.training.module import NonFiniteLossError, PretrainModule
 from physiotouch.training.run_info import run_info
 from physiotouch.utils.safe_load import CheckpointError
@@ -104,13 +104,10 @@ def best_value(history: list[dict], key: str, mode: str) -> float | None:
 def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, output_dir: Path) -> dict:
     """The evaluation (probes, errors, pictures) of the best checkpoint, into RUN/eval/."""
     from physiotouch.checkpoints import load_model
-    from physiotouch.evaluation.run import EvalConfig, run_evaluation
+    from physiotouch.evaluation.run import eval_config, run_evaluation
 
-    ecfg = to_plain(cfg.eval)
-    if ecfg.get("device") == "auto":
-        ecfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     model, _ = load_model(ckpt)
-    return run_evaluation(model, datamodule, EvalConfig(**ecfg), output_dir / "eval")
+    return run_evaluation(model, datamodule, eval_config(cfg.eval), output_dir / "eval")
 
 
 def _write(path: Path, text: str) -> None:
@@ -205,14 +202,6 @@ def _print_summary(result: dict, cfg: DictConfig) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _finish_wandb() -> None:
-    if "wandb" in sys.modules:  # one W&B run per job: close it before the next job of a sweep starts
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -237,7 +226,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
         sys.exit(1)
     finally:
-        _finish_wandb()
+        finish_wandb()
 
 
 register_resolvers()  # before @hydra.main composes the config

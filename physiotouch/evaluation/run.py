@@ -31,6 +31,18 @@ class EvalConfig:
     device: str = "cpu"
 
 
+def eval_config(node) -> EvalConfig:
+    """The `eval` config node (conf/eval/default.yaml) as an EvalConfig, `device: auto` resolved."""
+    from omegaconf import DictConfig, OmegaConf
+
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    if values.get("device", "auto") == "auto":
+        import torch
+
+        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return EvalConfig(**values)
+
+
 def _objective(f: dict) -> np.ndarray:
     return f["static"] + f["recon"] + f["pred"]
 

@@ -5,6 +5,17 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 
+def finish_wandb() -> None:
+    """Close the W&B run, if one is open: one run per job, closed before a sweep's next job starts."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
 def configure_wandb(loggers: list, cfg: DictConfig) -> None:
     """Per W&B logger: tag the search stage, log the resolved config, define each panel's step metric."""
     from lightning.pytorch.loggers import WandbLogger
