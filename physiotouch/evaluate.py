@@ -6,22 +6,20 @@ the configured loggers. Train and validation splits only: the test split is read
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
-import yaml
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
+from physiotouch import run_folder
 from physiotouch.checkpoints import load_model
+from physiotouch.cli import user_errors
 from physiotouch.config import register_resolvers
-from physiotouch.data import DataError
+from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.run import eval_config, run_evaluation
 from physiotouch.training.loggers import finish_wandb
-from physiotouch.utils.safe_load import CheckpointError
 
 log = logging.getLogger("physiotouch.evaluate")
 
@@ -29,7 +27,7 @@ log = logging.getLogger("physiotouch.evaluate")
 def run_dir_of(ckpt: Path) -> Path | None:
     """The training run a checkpoint belongs to (RUN/checkpoints/x.ckpt with RUN/config_resolved.yaml)."""
     run = ckpt.resolve().parent.parent
-    return run if (run / "config_resolved.yaml").is_file() else None
+    return run if (run / run_folder.CONFIG).is_file() else None
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
@@ -37,16 +35,17 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     ckpt = Path(cfg.ckpt_path)
     model, _ = load_model(ckpt)
     run = run_dir_of(ckpt)
-    data_cfg = cfg.data
+    data_cfg, source = cfg.data, "the evaluate config"
     if run is not None and cfg.use_run_data:
-        data_cfg = OmegaConf.create(yaml.safe_load((run / "config_resolved.yaml").read_text())["data"])
-    with open_dict(data_cfg):
-        data_cfg.image_size = model.cfg.encoder.image_size
-    datamodule = hydra.utils.instantiate(data_cfg, _convert_="all")
+        source = str(run / run_folder.CONFIG)
+        data_cfg = run_folder.read_yaml(run / run_folder.CONFIG).get("data")
+        if not isinstance(data_cfg, dict):
+            raise run_folder.RunFolderError(f"'{source}' has no data settings")
+    datamodule = build_datamodule(data_cfg, source, image_size=model.cfg.encoder.image_size)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    if run is not None and (run / "splits.json").is_file():
-        trained = json.loads((run / "splits.json").read_text())
+    if run is not None and (run / run_folder.SPLITS).is_file():
+        trained = run_folder.read_json(run / run_folder.SPLITS)
         differs = (trained["data_version"] != datamodule.record["data_version"] or
                    trained["groups"] != datamodule.record["groups"])
         message = (f"the data or split differ from those the checkpoint's run used ({run / 'splits.json'}): data "
@@ -69,10 +68,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
-        evaluate_checkpoint(cfg)
-    except (CheckpointError, DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        with user_errors():
+            evaluate_checkpoint(cfg)
     finally:
         finish_wandb()
 

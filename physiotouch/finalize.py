@@ -13,10 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from physiotouch.data import DataError
+from physiotouch.cli import user_errors
 from physiotouch.paths import REPO_DIR
-from physiotouch.release.finalize import ReleaseError, finalize, replace_block, results_block
-from physiotouch.utils.safe_load import CheckpointError
+from physiotouch.release.finalize import finalize, replace_block, results_block
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     if args.docs_from:
-        block = results_block(args.docs_from)
+        with user_errors():
+            block = results_block(args.docs_from)
         for doc in ("README.md", "Task.md"):
             if (args.docs_root / doc).is_file():
                 replace_block(args.docs_root / doc, block)
@@ -40,11 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.target is None:
         parser.error("give a run folder or checkpoint (or --docs-from RELEASE_DIR)")
-    try:
+    with user_errors():
         out = finalize(args.target, args.out, args.force, args.tag, args.docs_root, args.batch_size)
-    except (ReleaseError, DataError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(f"release written to {out}\n{(out / 'test_metrics.json').read_text()}")
     return 0
 

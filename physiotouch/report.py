@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from physiotouch.cli import user_errors
 from physiotouch.experiments.report import build_report
-from physiotouch.experiments.runs import RunError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     mode = args.main_mode or ("max" if "probe" in args.main else "min")
-    try:
+    with user_errors():
         result = build_report(args.folders, args.out, args.main, mode, args.secondary,
                               "max" if "probe" in args.secondary else "min")
-    except RunError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     out = Path(result["out"])
     print((out / "report.md").read_text())
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'} and plots")

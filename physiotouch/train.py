@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 
 import hydra
@@ -21,39 +20,23 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from physiotouch import run_folder
+from physiotouch.checkpoints import check_resumable
+from physiotouch.cli import ConfigError, as_user_error, report
 from physiotouch.config import register_resolvers, to_plain
-from physiotouch.data import DataError
+from physiotouch.config_checks import validate_train_config
+from physiotouch.data import build_datamodule
+from physiotouch.preflight import preflight
 from physiotouch.training.callbacks import AtomicCheckpointIO, EpochSummary
 from physiotouch.training.health import check_health, format_health
-from physiotouch.training.loggers import configure_wandb, finish_wandb
-from physiotouch.training.module import NonFiniteLossError, PretrainModule
+from physiotouch.training.loggers import ResumableCSVLogger, configure_wandb, finish_wandb
+from physiotouch.training.module import PretrainModule
 from physiotouch.training.run_info import run_info
+from physiotouch.utils.files import remove_stale_temps
+from physiotouch.utils.locks import FolderLock
 from physiotouch.utils.safe_load import CheckpointError
 
 log = logging.getLogger("physiotouch.train")
-
-
-class PreflightError(RuntimeError):
-    """The run cannot start: its output folder is not writable or the disk is (nearly) full."""
-
-
-# Errors a user can cause: reported in one line, no traceback; a sweep records the job as failed and goes on.
-USER_ERRORS = (DataError, CheckpointError, NonFiniteLossError, PreflightError, ValueError)
-
-
-def preflight(output_dir: Path, min_free_mb: float) -> None:
-    """Before any work: the output folder is writable and has room (no run dies at its first checkpoint)."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise PreflightError(f"output folder '{output_dir}' is not writable ({err.strerror}); choose another with "
-                             f"hydra.run.dir=DIR (or paths.log_dir=DIR)") from None
-    free_mb = shutil.disk_usage(output_dir).free / 2**20
-    if free_mb < min_free_mb:
-        raise PreflightError(f"only {free_mb:.0f} MiB free under '{output_dir}', below preflight.min_free_disk_mb="
-                             f"{min_free_mb:g}; free some space or write elsewhere (hydra.run.dir=DIR)")
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> None:
@@ -65,26 +48,36 @@ def resolve_precision(trainer_cfg: DictConfig) -> None:
 
 def load_initial_weights(module: PretrainModule, path: str) -> None:
     """`init_from`: a physiotouch checkpoint or a reference best.pth/last.pth, into the configured model."""
-    from physiotouch.checkpoints import load_checkpoint, model_state_from
+    from physiotouch.checkpoints import load_checkpoint, model_name, model_state_from, same_model
     from physiotouch.legacy import load_state_into
     from physiotouch.utils.safe_load import safe_torch_load
 
     raw = safe_torch_load(path, allow_namespace=True)
     if isinstance(raw, dict) and "state_dict" in raw:
-        state = model_state_from(load_checkpoint(path))
-        missing, unexpected = module.model.load_state_dict(state, strict=False)
+        ckpt = load_checkpoint(path)
+        theirs = ckpt["hyper_parameters"]["model_cfg"]
+        if not same_model(theirs, module.model.cfg):
+            raise CheckpointError(f"init_from '{path}' was trained with {model_name(theirs)}, this run is configured "
+                                  f"with {model_name(module.model.cfg)}; add {model_name(theirs).split(' ')[0]}")
+        missing, unexpected = module.model.load_state_dict(model_state_from(ckpt), strict=False)
         if missing or unexpected:
             raise CheckpointError(f"init_from '{path}' does not fit model config: missing {missing[:5]}, "
                                   f"unexpected {unexpected[:5]}; pick the model=... it was trained with")
+    elif isinstance(raw, dict) and isinstance(raw.get("model", raw), dict):
+        load_state_into(module.model, raw.get("model", raw), path)
     else:
-        load_state_into(module.model, raw["model"] if "model" in raw else raw, path)
+        raise CheckpointError(f"init_from '{path}' holds a {type(raw).__name__}, not a checkpoint (a physiotouch "
+                              f".ckpt or a reference best.pth)")
     log.info("initial weights from %s", path)
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+def build_trainer(cfg: DictConfig, output_dir: Path, resume_from: tuple[int, int] | None = None) -> L.Trainer:
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):  # the CSV logger is always on
-        loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+        loggers.append(ResumableCSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    for lg in loggers:
+        if isinstance(lg, ResumableCSVLogger):
+            lg.resume_from = resume_from
     configure_wandb(loggers, cfg)
     callbacks = [EpochSummary()] + [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     resolve_precision(cfg.trainer)
@@ -119,24 +112,67 @@ def _write(path: Path, text: str) -> None:
 def run_training(cfg: DictConfig) -> dict:
     """Train once as configured. Returns {metric, health, output_dir, best_checkpoint, history}."""
     register_resolvers()
+    validate_train_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     preflight(output_dir, cfg.preflight.min_free_disk_mb)
+    if rank_zero_only.rank != 0:  # DDP's other ranks: rank zero holds the folder
+        return _train(cfg, output_dir)
+    with FolderLock(output_dir / run_folder.LOCK, "run folder") as lock:
+        if lock.took_over:
+            log.warning("run folder %s: the previous run (pid %s) had died; its temp files are removed", output_dir,
+                        lock.took_over.get("pid"))
+        for folder in (output_dir, output_dir / run_folder.CHECKPOINTS):
+            for tmp in remove_stale_temps(folder):
+                log.info("removed %s, left by a killed write", tmp)
+        return _train(cfg, output_dir)
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """`ckpt_path`: a file, "last" (this folder's own last.ckpt, if any), or None. A fresh start into a folder
+    that already holds a run is refused: it would overwrite that run's files."""
+    ckpt_path = cfg.get("ckpt_path")
+    last = output_dir / run_folder.CHECKPOINTS / "last.ckpt"
+    if ckpt_path == "last":  # restart after a kill or preemption: resume if this run folder has a last.ckpt
+        ckpt_path = str(last) if last.is_file() else None
+        log.info("ckpt_path=last: %s", f"resuming from {last}" if ckpt_path else "no last.ckpt yet, starting fresh")
+    elif not ckpt_path and (last.is_file() or (output_dir / run_folder.SUMMARY).is_file()):
+        held = "checkpoints/last.ckpt" if last.is_file() else run_folder.SUMMARY
+        raise ConfigError(f"run folder '{output_dir}' already holds a run ({held}); resume it with ckpt_path=last, "
+                          f"or choose a new hydra.run.dir")
+    return str(ckpt_path) if ckpt_path else None
+
+
+def _run_id(output_dir: Path, ckpt_path: str | None) -> str:
+    """The id stamped into every checkpoint of this run folder (finalize checks it); kept across resumes."""
+    previous = output_dir / run_folder.RUN_INFO
+    if ckpt_path and previous.is_file():
+        try:
+            return str(run_folder.read_json(previous)["run_id"])
+        except (run_folder.RunFolderError, KeyError, TypeError):
+            pass
+    return uuid.uuid4().hex
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    resume_from = check_resumable(ckpt_path, to_plain(cfg.model), cfg.trainer.max_epochs) if ckpt_path else None
 
     # The resolved config, whatever launched the run (evaluation and release read the data and split from it).
-    _write(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    _write(output_dir / run_folder.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    datamodule = build_datamodule(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    _write(output_dir / "splits.json", json.dumps(datamodule.record, indent=2))
+    _write(output_dir / run_folder.SPLITS, json.dumps(datamodule.record, indent=2))
 
     module = PretrainModule(model_cfg=to_plain(cfg.model), loss_cfg=to_plain(cfg.loss), optim_cfg=to_plain(cfg.optim),
                             augment_cfg=to_plain(cfg.augment), seed=cfg.seed, batch_size=cfg.data.batch_size,
                             max_epochs=cfg.trainer.max_epochs, val_mask_ratio=cfg.validation.mask_ratio,
                             debug={**to_plain(cfg.debug), "checkpoint_dir": str(output_dir / "checkpoints")})
+    module.run_id = _run_id(output_dir, ckpt_path)
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)
-    trainer = build_trainer(cfg, output_dir)
+    trainer = build_trainer(cfg, output_dir, resume_from)
     overrides = []
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -145,14 +181,9 @@ def run_training(cfg: DictConfig) -> dict:
     except ValueError:  # composed outside a Hydra app (tests)
         pass
     info = run_info(cfg.seed, datamodule.record["data_version"], overrides, str(output_dir))
-    info["precision"] = str(cfg.trainer.precision)
-    _write(output_dir / "run_info.json", json.dumps(info, indent=2))
+    info["precision"], info["run_id"] = str(cfg.trainer.precision), module.run_id
+    _write(output_dir / run_folder.RUN_INFO, json.dumps(info, indent=2))
 
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":  # restart after a kill or preemption: resume if this run folder has a last.ckpt
-        last = output_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = str(last) if last.is_file() else None
-        log.info("ckpt_path=last: %s", f"resuming from {last}" if ckpt_path else "no last.ckpt yet, starting fresh")
     if not ckpt_path and not cfg.trainer.get("fast_dev_run"):
         # The untrained model's validation objective: the learning curve's first point.
         initial = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
@@ -211,20 +242,20 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run_training(cfg)["metric"]
     except Exception as err:  # noqa: BLE001 - sorted below: user errors, then anything during a sweep
-        user_error = isinstance(err, USER_ERRORS)
-        if not (user_error or sweeping):
+        known = as_user_error(err)
+        if not (known or sweeping):
             raise
-        if user_error:
-            log.error("%s: %s", type(err).__name__, err)
+        if known:
+            log.error("%s: %s", type(known).__name__, known)
         else:
             log.exception("job failed")  # the traceback goes to this job's log file
-        print(f"error: {err}", file=sys.stderr, flush=True)
         if sweeping:
             # One failed job must not end the sweep: the sweeper records the job as failed (with this reason).
+            print(f"error: {known or err}", file=sys.stderr, flush=True)
             status = Path(cfg.paths.output_dir) / "status.json"
-            status.write_text(json.dumps({"status": "failed", "reason": f"{type(err).__name__}: {err}"}))
+            status.write_text(json.dumps({"status": "failed", "reason": f"{type(err).__name__}: {known or err}"}))
             return None
-        sys.exit(1)
+        sys.exit(report(known))
     finally:
         finish_wandb()
 

@@ -20,7 +20,6 @@ from physiotouch.data.index import parse_labels
 from physiotouch.data.splits import SplitConfig, assign_groups, data_version, split_sequences
 
 
-
 def dm(root: Path, tmp_path: Path, **kw) -> TactileDataModule:
     args = dict(root=str(root), index=str(root / "index.csv"), image_size=28, batch_size=4,
                 cache_dir=str(tmp_path / "cache"), split={"val_fraction": 0.2, "test_fraction": 0.2})

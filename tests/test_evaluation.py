@@ -115,7 +115,7 @@ def test_evaluate_cli_writes_beside_the_run_and_the_report_gains_probe_columns(t
 def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
     res = subprocess.run([sys.executable, "-m", "physiotouch.evaluate", f"ckpt_path={tmp_path}/none.ckpt"],
                          capture_output=True, text=True)
-    assert res.returncode == 1 and "none.ckpt" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "none.ckpt" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_probe_metric_can_be_the_sweep_objective(small_data, tmp_path, make_cfg):

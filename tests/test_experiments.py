@@ -15,7 +15,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from optuna.distributions import CategoricalDistribution, IntUniformDistribution, LogUniformDistribution, UniformDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    IntUniformDistribution,
+    LogUniformDistribution,
+    UniformDistribution,
+)
 
 from physiotouch.experiments.narrowing import NarrowingRule, narrow
 from physiotouch.experiments.report import build_report
@@ -104,6 +109,7 @@ def test_sweep_killed_mid_trial_resumes_without_repeating(small_data, tmp_path):
     assert _complete(db) == 1
     study = optuna.load_study(study_name="physiotouch-coarse", storage=f"sqlite:///{db}")
     first = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE][0]
+    first_summary = json.loads((Path(first.user_attrs["job_dir"]) / "summary.json").read_text())
     time.sleep(3)  # past the grace period: the killed trial is stale
     resumed = subprocess.run(cmd, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -112,6 +118,10 @@ def test_sweep_killed_mid_trial_resumes_without_repeating(small_data, tmp_path):
     assert len(complete) == 2
     assert sum(t.params == first.params for t in complete) == 1  # the finished trial was not run again
     assert [t.number for t in complete][0] == first.number
+    # each trial has its own job folder, named by its number: the relaunch never wrote into the finished one's
+    for t in complete:
+        assert Path(t.user_attrs["job_dir"]).name == str(t.number)
+    assert json.loads((Path(first.user_attrs["job_dir"]) / "summary.json").read_text()) == first_summary
 
 
 def test_failed_trials_are_recorded_and_the_sweep_finishes(small_data, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -17,9 +18,10 @@ import torch
 import yaml
 
 from physiotouch.checkpoints import atomic_torch_save
+from physiotouch.preflight import PreflightError
 from physiotouch.release.finalize import BEGIN, ReleaseError, finalize
+from physiotouch.train import run_training
 from physiotouch.utils.files import sha256_file
-from physiotouch.train import PreflightError, run_training
 
 from .conftest import train_overrides
 
@@ -146,6 +148,24 @@ def test_killed_at_random_points_and_resumed_equals_uninterrupted(small_data, tm
         assert ra.keys() == rb.keys()
         for k in ra:
             assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-9), k
+    # metrics.csv too: the rows written before each kill are kept, the ones after the checkpoint written once more
+    logged_a, logged_b = _logged(tmp_path / "clean"), _logged(out)
+    assert logged_a.keys() == logged_b.keys()
+    for key, value in logged_a.items():
+        assert value == pytest.approx(logged_b[key], rel=1e-5, abs=1e-7), key
+
+
+def _logged(run: Path) -> dict:
+    """metrics.csv as {(step, metric): value}, every metric but wall-clock times; a repeated row fails."""
+    out = {}
+    with (run / "csv" / "metrics.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            for k, v in row.items():
+                if v != "" and k not in ("step", "epoch") and "time" not in k:  # every row carries its epoch
+                    key = (int(row["step"]), k)
+                    assert key not in out, f"{key} logged twice"
+                    out[key] = float(v)
+    return out
 
 
 def test_a_kill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path):
@@ -181,7 +201,7 @@ def test_corrupt_or_malicious_last_checkpoint_gives_a_clear_error(small_data, tm
     last = out / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:3000])
     res = subprocess.run(_cmd(small_data, out, f"ckpt_path={last}"), capture_output=True, text=True)
-    assert res.returncode == 1 and f"checkpoint '{last}' is corrupt" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and f"checkpoint '{last}' is corrupt" in res.stderr and "Traceback" not in res.stderr
 
     class Exploit:
         def __reduce__(self):
@@ -189,4 +209,4 @@ def test_corrupt_or_malicious_last_checkpoint_gives_a_clear_error(small_data, tm
 
     atomic_torch_save({"state_dict": {}, "x": Exploit()}, last)
     res = subprocess.run(_cmd(small_data, out, f"ckpt_path={last}"), capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode == 1 and "refused to load" in res.stderr and not (tmp_path / "PWNED").exists()
+    assert res.returncode == 2 and "refused to load" in res.stderr and not (tmp_path / "PWNED").exists()

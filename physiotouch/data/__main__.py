@@ -6,8 +6,10 @@ import argparse
 import sys
 import time
 
+from physiotouch.cli import FOUND_PROBLEMS, user_errors
+
 from .check import check_dataset
-from .index import DEFAULT_LABEL_REGEX, DataError
+from .index import DEFAULT_LABEL_REGEX
 from .synthetic import SENSORS, SynthConfig, generate
 
 
@@ -26,30 +28,29 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--root", required=True)
     check.add_argument("--index", required=True)
     check.add_argument("--label-regex", default=DEFAULT_LABEL_REGEX)
+    check.add_argument("--allow-outside-root", action="store_true",
+                       help="accept index folders that resolve outside --root (data.allow_outside_root)")
     args = parser.parse_args(argv)
+    with user_errors():
+        return _run(args)
+
+
+def _run(args) -> int:
 
     if args.command == "synth":
         start = time.time()
-        try:
-            index = generate(SynthConfig(out=args.out, num_objects=args.objects, sensors=args.sensors.split(","),
-                                         frames=args.frames, width=args.width, height=args.height, seed=args.seed))
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        index = generate(SynthConfig(out=args.out, num_objects=args.objects, sensors=args.sensors.split(","),
+                                     frames=args.frames, width=args.width, height=args.height, seed=args.seed))
         print(f"wrote {index} ({args.objects} objects x {len(args.sensors.split(','))} sensors x {args.frames} "
               f"frames) in {time.time() - start:.1f} s")
         return 0
 
-    try:
-        problems = check_dataset(args.root, args.index, args.label_regex)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    problems = check_dataset(args.root, args.index, args.label_regex, allow_outside_root=args.allow_outside_root)
     for problem in problems:
         print(problem)
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
-        return 1
+        return FOUND_PROBLEMS
     print(f"ok: {args.index} and its frames under {args.root} have no problems")
     return 0
 

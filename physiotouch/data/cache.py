@@ -3,7 +3,9 @@
 The reference decodes 4 PNGs for every window, and windows overlap 4x, so each frame is decoded about 4 times per
 epoch. Here a split's frames are decoded once, resized to image_size, and stored as one `.npy` of
 [frames, S, S, 3] uint8 beside a small JSON layout. The file name holds a key over the data version, the image
-size and the sequences it covers: when a frame changes, the data version changes, and the cache is rebuilt.
+size and the sequences it covers; the data version covers the data root and every frame's name, size and
+modification time, so a changed frame (or another root) gives another cache. Processes that start together
+(DDP ranks, parallel sweeps) build a cache once under a file lock; the others wait and read it.
 Files are written to a temporary name and renamed, so an interrupted build never leaves a half cache.
 """
 
@@ -19,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from physiotouch.utils.files import atomic_write_text
+from physiotouch.utils.files import atomic_write_text, default_file_mode
+from physiotouch.utils.locks import FolderLock
 
-from .check import decode_frame
+from .frames import decode_frame
 from .index import WINDOW, Sequence
 
 
@@ -56,6 +59,12 @@ def build_cache(root: Path, sequences: list[Sequence], image_size: int, cache_di
                 workers: int | None = None, log=print) -> FrameCache:
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(version, image_size, sequences)
+    with FolderLock(cache_dir / f".frames-{key}.lock", "the frame cache", wait=True):
+        return _load_or_build(root, sequences, image_size, cache_dir, version, key, workers, log)
+
+
+def _load_or_build(root: Path, sequences: list[Sequence], image_size: int, cache_dir: Path, version: str, key: str,
+                   workers: int | None, log) -> FrameCache:
     array_path, layout_path = cache_dir / f"frames-{key}.npy", cache_dir / f"frames-{key}.json"
     if array_path.is_file() and layout_path.is_file():
         try:
@@ -73,6 +82,7 @@ def build_cache(root: Path, sequences: list[Sequence], image_size: int, cache_di
     log(f"decoding {total} frames of {len(sequences)} sequences once into {array_path.name} "
         f"({total * image_size * image_size * 3 / 2**20:.0f} MiB)")
     fd, tmp = tempfile.mkstemp(prefix=f".{array_path.name}.", suffix=".tmp", dir=cache_dir)
+    os.fchmod(fd, default_file_mode())  # mkstemp makes 0600: caches are shared by the user's other processes
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, image_size, image_size, 3))
@@ -92,13 +102,14 @@ def build_cache(root: Path, sequences: list[Sequence], image_size: int, cache_di
         Path(tmp).unlink(missing_ok=True)
         raise
     atomic_write_text(layout_path, json.dumps({"offsets": offsets, "bad": bad, "version": version,
-                                                "image_size": image_size}))
-    _remove_stale(cache_dir, keep=key, version=version, sequences={s.folder for s in sequences})
+                                                "image_size": image_size, "root": str(Path(root).resolve())}))
+    _remove_stale(cache_dir, keep=key, version=version, sequences={s.folder for s in sequences}, root=root)
     return FrameCache(np.load(array_path, mmap_mode="r"), offsets, bad, array_path)
 
 
-def _remove_stale(cache_dir: Path, keep: str, version: str, sequences: set[str]) -> None:
-    """Drop caches of an older data version that covered the same sequences (they can never be used again)."""
+def _remove_stale(cache_dir: Path, keep: str, version: str, sequences: set[str], root: Path) -> None:
+    """Drop caches of an older data version of the same data root that covered the same sequences (they can
+    never be used again). Caches of other roots, or written before roots were recorded, are left alone."""
     for layout_path in cache_dir.glob("frames-*.json"):
         if layout_path.stem.endswith(keep):
             continue
@@ -106,6 +117,7 @@ def _remove_stale(cache_dir: Path, keep: str, version: str, sequences: set[str])
             layout = json.loads(layout_path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if layout.get("version") != version and set(layout.get("offsets", {})) == sequences:
+        same_root = layout.get("root") == str(Path(root).resolve())
+        if same_root and layout.get("version") != version and set(layout.get("offsets", {})) == sequences:
             layout_path.with_suffix(".npy").unlink(missing_ok=True)
             layout_path.unlink(missing_ok=True)

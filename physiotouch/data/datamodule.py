@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .cache import FrameCache, build_cache
-from .check import check_sequence_frames, decode_frame, quick_check
+from .check import check_sequence_frames, missing_frames, outside_root, quick_check
+from .frames import decode_frame
 from .index import DEFAULT_LABEL_REGEX, WINDOW, DataError, IndexProblem, Sequence, read_index
 from .splits import SplitConfig, data_version, split_sequences, splits_record
 from .synthetic import SynthConfig, ensure_synthetic
@@ -93,7 +94,8 @@ class TactileDataModule(L.LightningDataModule):
     def __init__(self, root: str, index: str, image_size: int, batch_size: int = 32, val_batch_size: int | None = None,
                  num_workers: int = 0, pin_memory: bool = False, label_regex: str = DEFAULT_LABEL_REGEX,
                  on_bad_frames: str = "error", cache_dir: str | None = None, split: dict | None = None,
-                 synthetic: dict | None = None, seed: int = 0, drop_last: bool = True, cache_workers: int | None = None):
+                 synthetic: dict | None = None, seed: int = 0, drop_last: bool = True, cache_workers: int | None = None,
+                 allow_outside_root: bool = False):
         super().__init__()
         if on_bad_frames not in ("error", "skip"):
             raise DataError(f"data.on_bad_frames must be 'error' or 'skip'; got {on_bad_frames!r}")
@@ -103,9 +105,12 @@ class TactileDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory, self.label_regex = num_workers, pin_memory, label_regex
         self.on_bad_frames, self.seed, self.drop_last = on_bad_frames, int(seed), drop_last
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".physiotouch_cache"
-        self.split_cfg = SplitConfig(**(split or {}))
+        self.split_cfg = _build(SplitConfig, split or {}, "data.split")
         self.synthetic = dict(synthetic) if synthetic else None
+        if self.synthetic is not None:
+            _build(SynthConfig, {"out": str(self.root), **self.synthetic}, "data.synthetic")
         self.cache_workers = cache_workers
+        self.allow_outside_root = bool(allow_outside_root)
         self.datasets: dict[str, ClipDataset] = {}
         self.record: dict | None = None
         self.dropped_windows = 0
@@ -113,7 +118,7 @@ class TactileDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         if self.synthetic is not None:
-            ensure_synthetic(SynthConfig(out=str(self.root), **self.synthetic))
+            ensure_synthetic(_build(SynthConfig, {"out": str(self.root), **self.synthetic}, "data.synthetic"))
 
     def _fail(self, problems: list[IndexProblem], what: str) -> None:
         shown = "\n  ".join(str(p) for p in problems[:SHOW_PROBLEMS])
@@ -132,6 +137,10 @@ class TactileDataModule(L.LightningDataModule):
         if problems:
             # A malformed row can hide a whole sequence from the split; never train around it silently.
             self._fail(problems, f"index '{self.index}' has malformed rows")
+        if not self.allow_outside_root:
+            outside = outside_root(self.root, sequences, str(self.index))
+            if outside:
+                self._fail(outside, f"index '{self.index}' lists folders outside the data root")
         splits = split_sequences(sequences, self.split_cfg)
         version = data_version(self.root, self.index, sequences)
         self.record = splits_record(splits, self.split_cfg, version, str(self.root), str(self.index))
@@ -150,7 +159,7 @@ class TactileDataModule(L.LightningDataModule):
         problems = quick_check(self.root, sequences, str(self.index))  # stat only: fails fast, before decoding
         if problems and self.on_bad_frames == "error":
             self._fail(problems, f"the {name} split's frames")
-        present = [s for s in sequences if (self.root / s.folder).is_dir()]
+        present = [s for s in sequences if self._worth_decoding(s)]
         cache = build_cache(self.root, present, self.image_size, self.cache_dir, version, self.cache_workers,
                             log=log.info)
         bad = {(f, t) for f, t, _ in cache.bad}
@@ -163,6 +172,17 @@ class TactileDataModule(L.LightningDataModule):
                         "(data.on_bad_frames=skip)", name, dropped, len(bad), len(sequences) - len(present))
         self.dropped_windows += dropped
         return ClipDataset(present, windows, self.labels, cache)
+
+    def _worth_decoding(self, seq: Sequence) -> bool:
+        """Skip mode: a missing folder, or a range that lists many more frames than the folder holds (an end-frame
+        typo), drops the whole sequence instead of allocating cache rows for frames that are not there."""
+        _, first_missing, present = missing_frames(self.root, seq, str(self.index))
+        claimed = seq.end - seq.start + 1
+        if not present or (first_missing and claimed > 2 * len(present) + 16):
+            log.warning("%s:%d: dropped sequence %s (%d of %d listed frames present; data.on_bad_frames=skip)",
+                        self.index, seq.line, seq.folder, len(present), claimed)
+            return False
+        return True
 
     # ------------------------------------------------------------------------------------------------------
     def _loader(self, name: str, shuffle: bool, batch_size: int, drop_last: bool) -> DataLoader:
@@ -193,6 +213,16 @@ class TactileDataModule(L.LightningDataModule):
             self._fail(problems, "the test split's frames")
         windows, _ = make_windows(seqs)
         return ClipDataset(seqs, windows, self.labels, None, self.root, self.image_size)
+
+
+def _build(cls, values: dict, key: str):
+    """A settings dataclass from a config node; an unknown key is named (not a TypeError traceback)."""
+    try:
+        return cls(**values)
+    except TypeError as err:
+        from physiotouch.cli import ConfigError
+
+        raise ConfigError(f"{key}: {err}; the known keys are those in conf/data/synthetic.yaml") from None
 
 
 def seed_worker(worker_id: int) -> None:

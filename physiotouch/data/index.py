@@ -9,15 +9,18 @@ groups `object` and `sensor` (and optionally `granularity`).
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from physiotouch.cli import UserError
 
 WINDOW = 4
 DEFAULT_LABEL_REGEX = r"^data_(?P<granularity>[^_]+)_(?P<object>.+)_(?P<sensor>[^_]+)$"
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """Data a user supplied cannot be used as it is; the message names the file and what to do."""
 
 
@@ -63,6 +66,20 @@ def parse_labels(folder: str, label_regex: str = DEFAULT_LABEL_REGEX) -> dict[st
             "granularity": groups.get("granularity") or ""}
 
 
+def _index_text(path: Path) -> str:
+    """The index as text: UTF-8 (with or without BOM) or UTF-16 with a BOM; anything else is refused by name."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"index file '{path}' cannot be read ({err.strerror})") from None
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(f"index file '{path}' is not {encoding.upper().removesuffix('-SIG')} text (byte {raw[err.start:err.start + 1]!r} at "
+                        f"offset {err.start}); save it as UTF-8 CSV") from None
+
+
 def read_index(index: str | Path, label_regex: str = DEFAULT_LABEL_REGEX) -> tuple[list[Sequence], list[IndexProblem]]:
     """Parse the index. Returns the good sequences and one problem per bad row (never raises for bad rows)."""
     path = Path(index)
@@ -73,35 +90,41 @@ def read_index(index: str | Path, label_regex: str = DEFAULT_LABEL_REGEX) -> tup
     except re.error as err:
         raise DataError(f"data.label_regex is not a valid regular expression: {err}") from None
     sequences, problems, seen = [], [], {}
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            def bad(msg: str, line: int = lineno) -> None:
-                problems.append(IndexProblem(str(path), line, msg))
+    try:
+        rows = list(csv.reader(io.StringIO(_index_text(path), newline="")))
+    except csv.Error as err:
+        raise DataError(f"index file '{path}' is not a readable CSV ({err}); save it as plain UTF-8 CSV") from None
+    for lineno, row in enumerate(rows, start=1):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        def bad(msg: str, line: int = lineno) -> None:
+            problems.append(IndexProblem(str(path), line, msg))
 
-            if len(row) != 3:
-                bad(f"expected 3 fields folder,start,end; got {len(row)}: {','.join(row)[:80]!r}")
-                continue
-            folder, start, end = (cell.strip() for cell in row)
-            try:
-                start_i, end_i = int(start), int(end)
-            except ValueError:
-                bad(f"start and end must be integers; got {start!r}, {end!r}")
-                continue
-            if start_i < 0 or end_i < start_i + WINDOW - 1:
-                bad(f"{folder}: end ({end_i}) must be >= start ({start_i}) + {WINDOW - 1} to make one {WINDOW}-frame "
-                    f"window")
-                continue
-            labels = parse_labels(folder, label_regex)
-            if labels is None:
-                bad(f"folder name {folder!r} does not match data.label_regex {label_regex!r}")
-                continue
-            if folder in seen:
-                bad(f"folder {folder!r} is listed twice (first on line {seen[folder]})")
-                continue
-            seen[folder] = lineno
-            sequences.append(Sequence(folder, start_i, end_i, lineno, **labels))
+        if len(row) != 3:
+            bad(f"expected 3 fields folder,start,end; got {len(row)}: {','.join(row)[:80]!r}")
+            continue
+        folder, start, end = (cell.strip() for cell in row)
+        try:
+            start_i, end_i = int(start), int(end)
+        except ValueError:
+            bad(f"start and end must be integers; got {start!r}, {end!r}")
+            continue
+        if start_i < 0 or end_i < start_i + WINDOW - 1:
+            bad(f"{folder}: end ({end_i}) must be >= start ({start_i}) + {WINDOW - 1} to make one {WINDOW}-frame "
+                f"window")
+            continue
+        if any(ord(c) < 32 for c in folder):
+            bad(f"folder name {folder!r} contains control characters")
+            continue
+        labels = parse_labels(folder, label_regex)
+        if labels is None:
+            bad(f"folder name {folder!r} does not match data.label_regex {label_regex!r}")
+            continue
+        if folder in seen:
+            bad(f"folder {folder!r} is listed twice (first on line {seen[folder]})")
+            continue
+        seen[folder] = lineno
+        sequences.append(Sequence(folder, start_i, end_i, lineno, **labels))
     if not sequences and not problems:
         problems.append(IndexProblem(str(path), None, "the index lists no sequences"))
     return sequences, problems

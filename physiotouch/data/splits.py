@@ -74,23 +74,27 @@ def split_sequences(sequences: list[Sequence], cfg: SplitConfig) -> dict[str, li
 
 
 def data_version(root: str | Path, index: str | Path, sequences: list[Sequence]) -> str:
-    """Hash over the index file's bytes and the listed frame files (name and size) of every sequence folder.
+    """Hash over the data root, the index file's bytes and the frame files (name, size and modification time) of
+    every sequence folder: a frame replaced by other bytes, or the same names under another root, is another
+    version (and gets another cache).
 
     Only directory entries are read (os.scandir + stat), never a frame's content, so computing the version opens
     no test frame. An unlistable folder enters the hash as such.
     """
-    h = hashlib.sha256(Path(index).read_bytes())
     root = Path(root)
+    h = hashlib.sha256(f"root={root.resolve()}\n".encode())
+    h.update(Path(index).read_bytes())
     for folder in sorted({s.folder for s in sequences}):
         h.update(f"\n[{folder}]".encode())
         try:
             with os.scandir(root / folder) as it:
-                entries = sorted((e.name, e.stat().st_size) for e in it if e.name.endswith(".png"))
+                entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it
+                                 if e.name.endswith(".png"))
         except OSError:
             h.update(b"<unlistable>")
             continue
-        for name, size in entries:
-            h.update(f"{name}:{size};".encode())
+        for name, size, mtime in entries:
+            h.update(f"{name}:{size}:{mtime};".encode())
     return h.hexdigest()[:16]
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from physiotouch.cli import ConfigError
+
 GEOMETRIES = ("sphere", "edge", "cylinder", "ridged", "dotted", "flat", "ring", "cross", "pyramid", "wave",
               "hexagon", "ellipsoid")
 MOTIONS = ("press", "slide", "rotate")
@@ -122,7 +124,7 @@ def shape_height(geo: str, u: np.ndarray, v: np.ndarray, size: float) -> np.ndar
     if geo == "hexagon":
         d = np.maximum.reduce([np.abs(u * np.cos(a) + v * np.sin(a)) for a in (0, np.pi / 3, 2 * np.pi / 3)])
         return _smoothstep((0.5 - d) / 0.08)
-    raise ValueError(f"unknown geometry {geo!r}")
+    raise ConfigError(f"unknown geometry {geo!r}")
 
 
 def _trajectory(motion: str, frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -209,9 +211,9 @@ def generate(cfg: SynthConfig) -> Path:
     appears under cfg.out. Returns the path of index.csv."""
     unknown = set(cfg.sensors) - set(SENSORS)
     if unknown:
-        raise ValueError(f"unknown sensor(s) {sorted(unknown)}; built-in sensors: {sorted(SENSORS)}")
+        raise ConfigError(f"unknown sensor(s) {sorted(unknown)}; built-in sensors: {sorted(SENSORS)}")
     if cfg.frames < 4:
-        raise ValueError("frames must be >= 4 (one 4-frame window)")
+        raise ConfigError("frames must be >= 4 (one 4-frame window)")
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -241,14 +243,25 @@ def generate(cfg: SynthConfig) -> Path:
     return out / "index.csv"
 
 
-def ensure_synthetic(cfg: SynthConfig) -> Path:
-    """Generate the set into cfg.out unless a complete one with the same settings is already there."""
+def _complete(cfg: SynthConfig) -> bool:
     meta = Path(cfg.out) / "synthetic.json"
-    if meta.is_file():
-        try:
-            if json.loads(meta.read_text()).get("signature") == cfg.signature():
-                return Path(cfg.out) / "index.csv"
-        except json.JSONDecodeError:
-            pass
-    logging.getLogger(__name__).info("generating the built-in synthetic data set into %s (once)", cfg.out)
-    return generate(cfg)
+    try:
+        return json.loads(meta.read_text()).get("signature") == cfg.signature()
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_synthetic(cfg: SynthConfig) -> Path:
+    """Generate the set into cfg.out unless a complete one with the same settings is already there. Processes
+    started together (DDP ranks, parallel sweeps) generate it once: the first holds a file lock, the others wait
+    for it and then find the set complete."""
+    from physiotouch.utils.locks import FolderLock
+
+    out = Path(cfg.out)
+    if _complete(cfg):
+        return out / "index.csv"
+    with FolderLock(out.parent / f".{out.name}.lock", "the synthetic data folder", wait=True):
+        if not _complete(cfg):
+            logging.getLogger(__name__).info("generating the built-in synthetic data set into %s (once)", cfg.out)
+            generate(cfg)
+    return out / "index.csv"

@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from physiotouch.cli import ConfigError
+
 DEFAULT_STRENGTHS = {
     "center_crop": [0.9, 0.8, 0.7],  # fraction of the side kept, then resized back
     "random_crop": [0.9, 0.8, 0.7],
@@ -53,6 +55,6 @@ def make_perturbation(kind: str, strength: float) -> Callable[[torch.Tensor, tor
             return (clips + strength * noise.to(clips.device)).clamp(0, 1)
         if kind == "brightness":
             return (clips * strength).clamp(0, 1)
-        raise ValueError(f"unknown perturbation {kind!r}; known: {sorted(DEFAULT_STRENGTHS)}")
+        raise ConfigError(f"unknown perturbation {kind!r}; known: {sorted(DEFAULT_STRENGTHS)}")
 
     return apply

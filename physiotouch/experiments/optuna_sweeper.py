@@ -93,7 +93,6 @@ class PhysiotouchOptunaSweeper(Sweeper):
         # Hydra has usually instantiated the sampler already (its config has a _target_).
         self.sampler = instantiate(self.sampler_cfg) if isinstance(self.sampler_cfg, DictConfig) else self.sampler_cfg
         self.search = OmegaConf.to_container(config.get("search") or {}, resolve=True)
-        self.job_idx = 0
 
     # ------------------------------------------------------------------------------------------------------------
     def _storage(self) -> optuna.storages.BaseStorage:
@@ -142,26 +141,42 @@ class PhysiotouchOptunaSweeper(Sweeper):
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                     direction=self.direction, load_if_exists=True)
         self._reseed_on_resume(study)
-        optuna.storages.fail_stale_trials(study)  # trials of a killed sweep: failed, and queued again
         if enqueue is not None and not study.trials:
             study.enqueue_trial(enqueue)
-        done = sum(1 for t in study.trials if t.user_attrs.get(FINISHED_ATTR))
-        remaining = self.n_trials - done
-        log.info("study '%s' in %s: %d trial(s) finished, %d to run", study.study_name, self.storage_url, done,
-                 max(0, remaining))
         interval = float(self.search.get("heartbeat_seconds") or 60)
-        while remaining > 0:
-            batch = min(self.n_jobs, remaining)
+        while (batch := self._next_batch_size(study)) > 0:
             trials = [study.ask(space) for _ in range(batch)]
             overrides = [tuple(f"{k}={_override_value(v)}" for k, v in {**t.params, **fixed}.items())
                          for t in trials]
             with heartbeat(storage, trials, interval):
-                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            self.job_idx += len(returns)
+                returns = self._launch(trials, overrides)
             for trial, ret in zip(trials, returns):
                 self._tell(study, trial, ret)
-            remaining -= batch
         write_search_report(study, sweep_dir, self.search)
+
+    def _next_batch_size(self, study: optuna.Study) -> int:
+        """How many trials to start now: those still missing from n_trials, and at least every queued retry of a
+        killed trial, which must run even when n_trials trials have finished meanwhile. Read from the storage each
+        time. (A trial RUNNING here may belong to a killed sweep that has not gone stale yet: it is not counted, so
+        a relaunch runs the missing trials; once stale, its retry runs on the next launch.)"""
+        optuna.storages.fail_stale_trials(study)  # trials of a killed sweep: failed, and queued again
+        trials = study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if t.user_attrs.get(FINISHED_ATTR))
+        waiting = sum(1 for t in trials if t.state == optuna.trial.TrialState.WAITING)
+        batch = min(self.n_jobs, max(self.n_trials - done, waiting))
+        log.info("study '%s' in %s: %d finished, %d queued; starting %d", study.study_name, self.storage_url, done,
+                 waiting, max(0, batch))
+        return batch
+
+    def _launch(self, trials: list, overrides: list[tuple]) -> list:
+        """Job folder number = trial number (unique in the study), so a relaunched or second sweep never writes into
+        a finished trial's folder. Hydra numbers a launch's jobs consecutively: one launch per consecutive run."""
+        returns, start = [], 0
+        for end in range(1, len(trials) + 1):
+            if end == len(trials) or trials[end].number != trials[end - 1].number + 1:
+                returns += self.launcher.launch(overrides[start:end], initial_job_idx=trials[start].number)
+                start = end
+        return returns
 
     def _reseed_on_resume(self, study: optuna.Study) -> None:
         """A relaunch that re-created the sampler with its configured seed would draw the same points as the

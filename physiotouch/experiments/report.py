@@ -11,6 +11,7 @@ import csv
 import itertools
 import math
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from .runs import Run, check_comparable, find_runs  # noqa: E402
+from .runs import Run, RunError, check_comparable, find_runs  # noqa: E402
 
 IGNORED_OVERRIDE_PREFIXES = ("seed=", "data.split.fold=", "hydra.", "paths.", "data.root=", "data.index=",
                              "data.cache_dir=")
@@ -44,13 +45,12 @@ def summarise(values: list[float]) -> dict:
 
 
 def holm(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (several configurations compared at once)."""
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    """Holm-Bonferroni adjusted p-values (several configurations compared at once). Comparisons without a p-value
+    (NaN: too few shared replicates) are not tests: they neither count in m nor get an adjusted value."""
+    tested = sorted((i for i, p in enumerate(pvalues) if not math.isnan(p)), key=lambda i: pvalues[i])
     adjusted, running = [math.nan] * len(pvalues), 0.0
-    for rank, i in enumerate(order):
-        if math.isnan(pvalues[i]):
-            continue
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+    for rank, i in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
 
@@ -80,8 +80,15 @@ def _fmt(x, digits: int = 4) -> str:
 
 def build_report(folders: list[Path], out: Path | None = None, main: str = "val/objective", main_mode: str = "min",
                  secondary: str = "val/loss_pred", secondary_mode: str = "min") -> dict:
-    runs = find_runs(folders)
+    runs, skipped = find_runs(folders)
+    for line in skipped:
+        print(f"warning: skipped {line}", file=sys.stderr)
     check_comparable(runs)
+    for metric in (main, secondary):
+        if not any(r.metric(metric) is not None for r in runs):
+            known = sorted({k for r in runs for row in r.history for k in row if k.startswith("val/")} |
+                           {k for r in runs for k in r.eval_metrics})
+            raise RunError(f"no run has the metric {metric!r}; validation metrics these runs have: {', '.join(known)}")
     out = out or folders[0]
     out.mkdir(parents=True, exist_ok=True)
     notes = config_notes(runs)
@@ -112,8 +119,12 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
              _metric_bars(per_config, stats_rows, main, out), _weights_overview(runs, notes, out)]
     md = _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_mode, secondary, extra,
                    best_run, best_summary, plots)
+    if skipped:
+        head, rest = md.split("\n", 1)
+        md = head + "\n\n**Skipped run folders:**\n" + "".join(f"- {s}\n" for s in skipped) + rest
     (out / "report.md").write_text(md)
-    return {"table": table, "stats": stats_rows, "comparisons": comparisons, "best": best_run, "out": str(out)}
+    return {"table": table, "stats": stats_rows, "comparisons": comparisons, "best": best_run, "out": str(out),
+            "skipped": skipped}
 
 
 def _write_csv(path: Path, table: list[dict], stats_rows: dict, main: str) -> None:

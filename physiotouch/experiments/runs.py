@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from physiotouch import run_folder
+from physiotouch.cli import UserError
 from physiotouch.utils.files import sha256_file
 
 
-class RunError(RuntimeError):
+class RunError(UserError):
     """Runs that cannot be read or must not be compared; the message names the folders."""
 
 
@@ -79,39 +79,57 @@ class Run:
 
 def _json(path: Path, default=None):
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        if default is not None:
-            return default
-        raise RunError(f"'{path}' is missing: the run did not finish (or is not a physiotouch run)") from None
-    except json.JSONDecodeError as err:
-        raise RunError(f"'{path}' is not valid JSON ({err})") from None
+        return run_folder.read_json(path, default)
+    except run_folder.RunFolderError as err:
+        raise RunError(str(err)) from None
+
+
+def _yaml(path: Path, expect: type):
+    if not path.is_file():
+        return expect()
+    try:
+        return run_folder.read_yaml(path, expect)
+    except run_folder.RunFolderError as err:
+        raise RunError(str(err)) from None
 
 
 def load_run(path: Path) -> Run:
-    cfg_file = path / ".hydra" / "config.yaml"
-    config = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else {}
-    over_file = path / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(over_file.read_text()) if over_file.is_file() else []
     eval_file = path / "eval" / "metrics.json"
-    return Run(path=path, config=config or {}, overrides=list(overrides or []),
-               run_info=_json(path / "run_info.json"), splits=_json(path / "splits.json"),
-               history=_json(path / "history.json"), summary=_json(path / "summary.json", {}),
-               health=_json(path / "health.json", {}), eval_metrics=_json(eval_file, {}) if eval_file.is_file() else {})
+    history = _json(path / run_folder.HISTORY)
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise RunError(f"'{path / run_folder.HISTORY}' is not a list of epoch rows")
+    return Run(path=path, config=_yaml(path / ".hydra" / "config.yaml", dict),
+               overrides=[str(o) for o in _yaml(path / ".hydra" / "overrides.yaml", list)],
+               run_info=_json(path / run_folder.RUN_INFO), splits=_json(path / run_folder.SPLITS),
+               history=history, summary=_json(path / run_folder.SUMMARY, {}),
+               health=_json(path / run_folder.HEALTH, {}), eval_metrics=_json(eval_file, {}))
 
 
-def find_runs(folders: list[Path]) -> list[Run]:
-    """Every finished run under the folders (a run folder itself, a sweep folder, or a folder of sweeps)."""
+def find_runs(folders: list[Path]) -> tuple[list[Run], list[str]]:
+    """Every finished run under the folders (a run folder itself, a sweep folder, or a folder of sweeps).
+    -> (runs, one line per run folder that was skipped and why: unfinished, or a file cut off or unreadable)."""
     found: list[Path] = []
+    skipped: list[str] = []
     for folder in folders:
         if not folder.is_dir():
             raise RunError(f"'{folder}' is not a folder")
-        candidates = [folder] if (folder / "run_info.json").is_file() else sorted(
-            p.parent for p in folder.rglob("run_info.json") if "wandb" not in p.parts)
-        found += [p for p in candidates if (p / "history.json").is_file()]
-    if not found:
-        raise RunError(f"no finished run (a folder with run_info.json and history.json) under {folders}")
-    return [load_run(p) for p in dict.fromkeys(found)]
+        candidates = [folder] if (folder / run_folder.RUN_INFO).is_file() else sorted(
+            p.parent for p in folder.rglob(run_folder.RUN_INFO) if "wandb" not in p.parts)
+        for p in candidates:
+            if (p / run_folder.HISTORY).is_file():
+                found.append(p)
+            else:
+                skipped.append(f"{p}: unfinished (no history.json yet; still running, killed or failed)")
+    runs = []
+    for p in dict.fromkeys(found):
+        try:
+            runs.append(load_run(p))
+        except RunError as err:
+            skipped.append(f"{p}: {err}")
+    if not runs:
+        raise RunError(f"no finished run (a folder with run_info.json and history.json) under "
+                       f"{', '.join(map(str, folders))}" + "".join(f"\n  skipped {s}" for s in skipped))
+    return runs, skipped
 
 
 def check_comparable(runs: list[Run]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from physiotouch.checkpoints import build_for_weights
 from physiotouch.models import ModelConfig, TactileVideoMAE, named_model_configs
 from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
@@ -74,6 +75,14 @@ def infer_shapes(state: dict[str, torch.Tensor]) -> dict:
         dec_embed = state["decoder_embed.weight"]
     except KeyError as err:
         raise CheckpointError(f"not a reference TactileVideoMAE state dict: key {err} is missing") from None
+    try:
+        return _shapes(state, pos, patch, proj, dec_embed)
+    except (IndexError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"not a reference TactileVideoMAE state dict: its weights have unexpected shapes "
+                              f"({type(err).__name__}: {err})") from None
+
+
+def _shapes(state, pos, patch, proj, dec_embed) -> dict:
     grid = int(round((pos.shape[0] - 1) ** 0.5))
     enc_layers = {int(m.group(1)) for k in state if (m := re.match(r"touch_model\.encoder\.layers\.(\d+)\.", k))}
     dec_layers = {int(m.group(1)) for k in state if (m := re.match(r"touch_decoder_blocks\.(\d+)\.", k))}
@@ -133,7 +142,12 @@ class UpstreamCheckpoint:
 def load_state_into(model: TactileVideoMAE, state: dict[str, torch.Tensor], source: str) -> None:
     """Load renamed reference weights; every mismatch is named with the file it came from."""
     ours = upstream_to_ours(state)
-    missing, unexpected = model.load_state_dict(ours, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ours, strict=False)
+    except RuntimeError as err:  # size mismatch
+        raise CheckpointError(f"'{source}' holds weights of another model size than the configured one "
+                              f"({str(err).splitlines()[-1].strip()[:160]}); pick the model=... it was trained with"
+                              ) from None
     missing = [k for k in missing if k != "decoder_pos_embed"]
     if missing or unexpected:
         raise CheckpointError(f"'{source}' does not fit the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
@@ -149,14 +163,16 @@ def load_upstream_checkpoint(path: str | Path, model_cfg: ModelConfig | None = N
     obj = safe_torch_load(path, allow_namespace=True)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         state, args = obj["model"], obj.get("args")
-        settings = dict(vars(args)) if args is not None and hasattr(args, "__dict__") else dict(args or {})
+        settings = dict(vars(args)) if hasattr(args, "__dict__") else dict(args) if isinstance(args, dict) else {}
         epoch, loss = obj.get("epoch"), obj.get("loss")
     elif isinstance(obj, dict) and "touch_projection.weight" in obj:
         state, settings, epoch, loss = obj, {}, None, None
     else:
         raise CheckpointError(f"'{path}' is not a reference checkpoint: expected a dict with 'model' weights")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"'{path}' is not a reference checkpoint: its 'model' entry is not a dict of tensors")
     cfg = model_cfg or model_config_for(state, settings)
-    model = TactileVideoMAE(cfg)
+    model = build_for_weights(cfg, upstream_to_ours(state), str(path))
     load_state_into(model, state, str(path))
     return UpstreamCheckpoint(model, cfg, settings, None if epoch is None else int(epoch),
                               None if loss is None else float(loss))

@@ -7,9 +7,9 @@ import json
 import sys
 
 from physiotouch.checkpoints import FORMAT, atomic_torch_save
+from physiotouch.cli import user_errors
 from physiotouch.legacy import load_upstream_checkpoint
 from physiotouch.models import named_model_configs
-from physiotouch.utils.safe_load import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="print the reference run's settings and the inferred model size")
     info.add_argument("old")
     args = parser.parse_args(argv)
-    try:
-        cfg = named_model_configs()[args.model] if getattr(args, "model", None) else None
-        ck = load_upstream_checkpoint(args.old, cfg)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with user_errors():
+        return _run(args)
+
+
+def _run(args) -> int:
+    cfg = named_model_configs()[args.model] if getattr(args, "model", None) else None
+    ck = load_upstream_checkpoint(args.old, cfg)
     summary = {"epoch": ck.epoch, "loss": ck.loss, "scheme": ck.scheme,
                **{k: ck.settings.get(k) for k in ("alpha", "beta", "mask_ratio", "norm_pix_loss", "static_ratio")},
                "model_cfg": ck.model_cfg.to_dict()}

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from physiotouch.cli import ConfigError
+
 
 @dataclass
 class EncoderConfig:
@@ -72,20 +74,20 @@ class ModelConfig:
     def validate(self) -> None:
         e = self.encoder
         if e.image_size % e.patch_size:
-            raise ValueError(f"model.encoder.image_size {e.image_size} is not a multiple of patch_size {e.patch_size}")
+            raise ConfigError(f"model.encoder.image_size {e.image_size} is not a multiple of patch_size {e.patch_size}")
         if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"model.mask_ratio must lie in [0, 1); got {self.mask_ratio}")
+            raise ConfigError(f"model.mask_ratio must lie in [0, 1); got {self.mask_ratio}")
         if e.init not in ("random", "clip"):
-            raise ValueError(f"model.encoder.init must be 'random' or 'clip'; got '{e.init}'")
+            raise ConfigError(f"model.encoder.init must be 'random' or 'clip'; got '{e.init}'")
         if e.init == "clip" and not e.clip_path:
-            raise ValueError("model.encoder.init=clip needs model.encoder.clip_path=DIR (a local CLIP checkpoint folder)")
+            raise ConfigError("model.encoder.init=clip needs model.encoder.clip_path=DIR (a local CLIP checkpoint folder)")
         if e.video_embed_init not in ("random", "clip_2d"):
-            raise ValueError(f"model.encoder.video_embed_init must be 'random' or 'clip_2d'; got '{e.video_embed_init}'")
+            raise ConfigError(f"model.encoder.video_embed_init must be 'random' or 'clip_2d'; got '{e.video_embed_init}'")
 
 
 def _known(kind, values: Mapping[str, Any], where: str, skip=()) -> dict:
     names = {f.name for f in fields(kind)} - set(skip)
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} under '{where}'; known: {sorted(names)}")
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} under '{where}'; known: {sorted(names)}")
     return dict(values)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from physiotouch.cli import ConfigError
+
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """OpenAI CLIP's activation: x * sigmoid(1.702 x)."""
@@ -40,7 +42,7 @@ ACTIVATIONS = {
 
 def get_activation(name: str):
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown hidden_act '{name}'; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"unknown hidden_act '{name}'; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 
@@ -48,7 +50,7 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"hidden size {dim} is not divisible by num_attention_heads {num_heads}")
+            raise ConfigError(f"hidden size {dim} is not divisible by num_attention_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
@@ -102,7 +104,7 @@ def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> tor
     ω_i = 1 / 10000^(i / (dim/4)). Computed in float64 like MAE's numpy code, then cast.
     """
     if dim % 4:
-        raise ValueError(f"decoder hidden size {dim} must be divisible by 4 for the 2-D sine-cosine embedding")
+        raise ConfigError(f"decoder hidden size {dim} must be divisible by 4 for the 2-D sine-cosine embedding")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
     rows, cols = torch.meshgrid(torch.arange(grid_size, dtype=torch.float64),
                                 torch.arange(grid_size, dtype=torch.float64), indexing="ij")

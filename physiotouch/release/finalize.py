@@ -12,14 +12,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
-import yaml
-from omegaconf import OmegaConf
 
-from physiotouch.checkpoints import load_model
+from physiotouch import run_folder
+from physiotouch.checkpoints import load_model, model_name, same_model
+from physiotouch.cli import UserError
 from physiotouch.config import register_resolvers
-from physiotouch.data import DataError
+from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.test_split import evaluate_test
 from physiotouch.paths import REPO_DIR
 from physiotouch.training.run_info import environment, git_state
@@ -30,7 +29,7 @@ from . import ledger
 BEGIN, END = "<!-- physiotouch:final-results:begin -->", "<!-- physiotouch:final-results:end -->"
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(UserError):
     """The release cannot be made as asked; the message says why and what to do."""
 
 
@@ -43,20 +42,40 @@ class Target:
 def resolve_target(path: Path) -> Target:
     """A run folder (its best checkpoint by validation) or a checkpoint inside a run folder."""
     if path.is_dir():
-        summary = path / "summary.json"
+        summary = path / run_folder.SUMMARY
         if not summary.is_file():
             raise ReleaseError(f"'{path}' is not a finished training run (no summary.json)")
-        best = json.loads(summary.read_text()).get("best_checkpoint")
-        if not best or not Path(best).is_file():
-            raise ReleaseError(f"the best checkpoint recorded in {summary} ({best}) does not exist")
-        return Target(path, Path(best))
+        best = run_folder.read_json(summary).get("best_checkpoint")
+        if not best or not (path / run_folder.CHECKPOINTS / Path(best).name).is_file():
+            raise ReleaseError(f"the best checkpoint recorded in {summary} ({best}) does not exist in "
+                               f"{path / run_folder.CHECKPOINTS}")
+        return Target(path, path / run_folder.CHECKPOINTS / Path(best).name)
     if not path.is_file():
         raise ReleaseError(f"'{path}' does not exist")
     run = path.resolve().parent.parent
-    if not (run / "config_resolved.yaml").is_file():
+    if not (run / run_folder.CONFIG).is_file():
         raise ReleaseError(f"'{path}' is not inside a training run folder (expected RUN/checkpoints/NAME.ckpt with "
                            f"RUN/config_resolved.yaml)")
     return Target(run, path)
+
+
+def check_own_checkpoint(target: Target, ckpt: dict, cfg: dict, run_info: dict) -> None:
+    """The checkpoint must be one the run itself wrote: inside its checkpoints/ (links resolved), stamped with the
+    run's id, and of the run's model size. Otherwise the release would pair one model with another's numbers."""
+    own_dir = (target.run / run_folder.CHECKPOINTS).resolve()
+    if target.checkpoint.resolve().parent != own_dir:
+        raise ReleaseError(f"'{target.checkpoint}' is not in {own_dir}: only a run's own checkpoints are released "
+                           f"with its config and validation numbers")
+    stamped = (ckpt.get("physiotouch") or {}).get("run_id")
+    expected = run_info.get("run_id")
+    if expected and stamped != expected:
+        raise ReleaseError(f"'{target.checkpoint}' was not written by the run in '{target.run}' (run id {stamped} vs "
+                           f"{expected} in run_info.json): it belongs to another run; finalize that run instead")
+    theirs = model_name(ckpt["hyper_parameters"]["model_cfg"])
+    ours = model_name(cfg.get("model") or {})
+    if not same_model(ckpt["hyper_parameters"]["model_cfg"], cfg.get("model") or {}):
+        raise ReleaseError(f"'{target.checkpoint}' holds a {theirs} model but the run '{target.run}' trained "
+                           f"{ours}: it is not this run's checkpoint")
 
 
 def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
@@ -66,8 +85,11 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     if tag and git_state(docs_root)["dirty"] is not False:  # dirty, or not a git checkout at all
         raise ReleaseError(f"--tag {tag}: the git tree at {docs_root} has uncommitted changes; commit them first "
                            f"(the tag must name exactly the code that made the release)")
-    cfg = yaml.safe_load((target.run / "config_resolved.yaml").read_text())
-    splits = json.loads((target.run / "splits.json").read_text())
+    cfg = run_folder.read_yaml(target.run / run_folder.CONFIG)
+    splits = run_folder.read_json(target.run / run_folder.SPLITS)
+    run_info = run_folder.read_json(target.run / run_folder.RUN_INFO)
+    model, ckpt = load_model(target.checkpoint)
+    check_own_checkpoint(target, ckpt, cfg, run_info)
     data_dir = Path(cfg["paths"]["data_dir"])
     key = ledger.split_key(splits)
     previous = ledger.entries(data_dir, key)
@@ -78,8 +100,7 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
                            f"set is looked at once; use --force to evaluate it again (recorded in the release and "
                            f"the README)")
 
-    model, _ = load_model(target.checkpoint)
-    datamodule = hydra.utils.instantiate(OmegaConf.create(cfg["data"]), _convert_="all")
+    datamodule = build_datamodule(cfg.get("data") or {}, str(target.run / run_folder.CONFIG))
     datamodule.prepare_data()
     datamodule.setup("test")
     if datamodule.record["data_version"] != splits["data_version"]:
@@ -130,8 +151,8 @@ def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, me
     freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
     (out / "requirements-freeze.txt").write_text(freeze)
     (out / "environment.json").write_text(json.dumps({**environment(), "machine": platform.node()}, indent=2))
-    run_info = json.loads((target.run / "run_info.json").read_text())
-    summary = json.loads((target.run / "summary.json").read_text()) if (target.run / "summary.json").is_file() else {}
+    run_info = run_folder.read_json(target.run / run_folder.RUN_INFO)
+    summary = run_folder.read_json(target.run / run_folder.SUMMARY, {})
     release = {"name": name, "created": entry["when"], "checkpoint": str(target.checkpoint),
                "checkpoint_sha256": entry["sha256"], "run": str(target.run), "git": git_state(),
                "trained_at_commit": run_info.get("git"), "data_version": splits["data_version"],
@@ -175,7 +196,7 @@ def results_block(release_dir: Path) -> str:
                f"{loss['balancer']} balancing from α={loss['alpha']}, β={loss['beta']}")
     trained = r.get("trained_at_commit") or {}
     lines = [BEGIN, f"Release **{r['name']}**, generated by `python -m physiotouch.finalize` on {r['created']} from "
-             f"`{release_dir}/release.json` (do not edit by hand).", "",
+             f"`releases/{release_dir.name}/release.json` (do not edit by hand).", "",
              f"- checkpoint: `{Path(r['checkpoint']).name}` (sha256 `{r['checkpoint_sha256'][:16]}…`), trained at "
              f"commit `{trained.get('commit')}`{' (with uncommitted changes)' if trained.get('dirty') else ''}",
              f"- data version `{r['data_version']}`, split {json.dumps(r['split'])}, test groups "
@@ -196,7 +217,7 @@ def results_block(release_dir: Path) -> str:
     if r["forced"]:
         lines.append(f"**Forced re-evaluation:** the test split had been evaluated {len(r['test_evaluations_before'])} "
                      f"time(s) before (first: {r['test_evaluations_before'][0]['when']}, "
-                     f"{r['test_evaluations_before'][0]['checkpoint']}).")
+                     f"{Path(r['test_evaluations_before'][0]['checkpoint']).name}).")
     else:
         lines.append("The test split was evaluated exactly once, for this release.")
     lines.append(END)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from physiotouch.cli import UserError
 from physiotouch.utils.files import atomic_write_text
 
 LEDGER = "test_ledger.json"
@@ -29,7 +30,7 @@ def read(data_dir: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise RuntimeError(f"the test ledger '{path}' is corrupt ({err}); restore it from a backup — it is the record "
+        raise UserError(f"the test ledger '{path}' is corrupt ({err}); restore it from a backup — it is the record "
                            f"of which checkpoints have seen the test set") from None
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from physiotouch.cli import ConfigError
+
 from .schemes import LossConfig
 
 
@@ -113,8 +115,8 @@ BALANCERS = {"fixed": FixedBalancer, "auto": AutoBalancer, "uncertainty": Uncert
 
 def build_balancer(cfg: LossConfig) -> FixedBalancer:
     if cfg.balancer not in BALANCERS:
-        raise ValueError(f"loss.balancer must be one of {sorted(BALANCERS)}; got {cfg.balancer!r}")
+        raise ConfigError(f"loss.balancer must be one of {sorted(BALANCERS)}; got {cfg.balancer!r}")
     if cfg.balancer != "fixed" and cfg.mode != "joint":
-        raise ValueError("adaptive balancing (loss.balancer) needs loss.mode=joint")
+        raise ConfigError("adaptive balancing (loss.balancer) needs loss.mode=joint")
     return BALANCERS[cfg.balancer](cfg)
 

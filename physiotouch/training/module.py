@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from physiotouch.cli import DIVERGED, UserError
 from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
 from physiotouch.data.datamodule import fixed_mask_noise
 from physiotouch.models import build_model
@@ -28,8 +29,10 @@ EPOCH_SUMS = ("total", "static", "dynamic", "recon", "pred", "alpha", "beta", "w
               "n_dynamic", "n_total")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """Training hit a NaN/Inf loss; the message names the checkpoint of the last good state."""
+
+    exit_code = DIVERGED
 
 
 def _mix(*values: int) -> int:
@@ -64,6 +67,7 @@ class PretrainModule(L.LightningModule):
             unused += [self.model.encoder.embeddings.patch_embedding, self.model.head_image]
         for module in unused:
             module.requires_grad_(False)
+        self.run_id: str | None = None  # stamped into every checkpoint: finalize checks a checkpoint is the run's own
         self.history: list[dict[str, float]] = []  # one row per finished epoch (and the initial validation)
         self.best_train_loss = math.inf
         self.elapsed_before = 0.0  # seconds trained before the last resume
@@ -253,7 +257,7 @@ class PretrainModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["physiotouch"] = {"history": self.history, "best_train_loss": self.best_train_loss,
-                                     "elapsed_seconds": self.elapsed()}
+                                     "elapsed_seconds": self.elapsed(), "run_id": self.run_id}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("physiotouch", {})

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from physiotouch.cli import ConfigError
+
 MODE_STATIC, MODE_DYNAMIC, MODE_JOINT = 0, 1, 2
 
 
@@ -41,11 +43,11 @@ class LossConfig:
 
     def validate(self) -> None:
         if self.mode not in ("joint", "alternating"):
-            raise ValueError(f"loss.mode must be 'joint' or 'alternating'; got {self.mode!r}")
+            raise ConfigError(f"loss.mode must be 'joint' or 'alternating'; got {self.mode!r}")
         if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta <= 0:
-            raise ValueError(f"loss.alpha and loss.beta must be >= 0 with a positive sum; got {self.alpha}, {self.beta}")
+            raise ConfigError(f"loss.alpha and loss.beta must be >= 0 with a positive sum; got {self.alpha}, {self.beta}")
         if not 0.0 <= self.static_ratio <= 1.0:
-            raise ValueError(f"loss.static_ratio must lie in [0, 1]; got {self.static_ratio}")
+            raise ConfigError(f"loss.static_ratio must lie in [0, 1]; got {self.static_ratio}")
 
     @property
     def static_share_target(self) -> float:

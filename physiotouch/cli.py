@@ -1,0 +1,81 @@
+"""How every command turns an error a user can cause into one line and an exit code.
+
+Exit codes (the same for every `python -m physiotouch.*` command; README "Exit codes"):
+
+| code | meaning |
+|---|---|
+| 0 | done |
+| 1 | `data check` found problems (it lists them) |
+| 2 | bad input: a config value or key, data, index, checkpoint, run folder or release request (the line names it) |
+| 3 | the machine: output not writable, disk full, a run folder held by another live process |
+| 4 | training stopped on a non-finite loss (the line names the last good checkpoint) |
+
+Anything else is a bug in physiotouch and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from contextlib import contextmanager
+
+OK, FOUND_PROBLEMS, BAD_INPUT, ENVIRONMENT, DIVERGED = 0, 1, 2, 3, 4
+
+
+class UserError(RuntimeError):
+    """Base of the errors a user can cause and fix; the message names the file or key and what to do."""
+
+    exit_code = BAD_INPUT
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot be used (wrong type or out of range); the message names the key."""
+
+
+class EnvironmentProblem(UserError):
+    """The output folder is not writable, the disk is full, or another process holds the run folder."""
+
+    exit_code = ENVIRONMENT
+
+
+# OS errors that mean "this machine cannot do it here", not a bug: said in one line with the file involved.
+_ENV_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted"}
+
+
+def environment_problem(err: OSError) -> EnvironmentProblem | None:
+    """An OSError a user can fix (full disk, read-only folder) -> one clear error; None for anything else."""
+    if err.errno not in _ENV_ERRNOS:
+        return None
+    where = f" writing '{err.filename}'" if err.filename else ""
+    return EnvironmentProblem(f"{_ENV_ERRNOS[err.errno]}{where}: free some space or fix the permissions (or write "
+                              f"elsewhere with hydra.run.dir=DIR), then restart; a training run resumes with "
+                              f"ckpt_path=last")
+
+
+def as_user_error(err: BaseException) -> UserError | None:
+    """The user-facing form of an error, or None when it is a bug (keep its traceback)."""
+    if isinstance(err, UserError):
+        return err
+    if isinstance(err, OSError):
+        return environment_problem(err)
+    return None
+
+
+def report(err: UserError) -> int:
+    """Print the one line (the message may hold a short list after it) and return the exit code."""
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    return err.exit_code
+
+
+@contextmanager
+def user_errors():
+    """`with user_errors():` around a command's work: a user error prints one line and exits with its code."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - sorted by as_user_error; bugs are re-raised untouched
+        known = as_user_error(err)
+        if known is None:
+            raise
+        sys.exit(report(known))

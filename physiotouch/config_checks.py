@@ -1,0 +1,85 @@
+"""Config values checked where they enter, each against one rule, so a typo stops the run in one line that
+names the key (not a traceback deep in Lightning, and not 1,009 epochs of a negative `max_epochs`).
+
+One table: (key, rule, what it must be). Add a row for a new key; `tests/test_hostile_input.py` reads the same
+table to try a bad value for every row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from physiotouch.cli import ConfigError
+
+_MISSING = object()
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def positive_int(v): return _integer(v) and v >= 1
+def non_negative_int(v): return _integer(v) and v >= 0
+def positive(v): return _number(v) and v > 0
+def non_negative(v): return _number(v) and v >= 0
+def open_unit(v): return _number(v) and 0 < v < 1
+def unit(v): return _number(v) and 0 <= v <= 1
+def optional(rule: Callable) -> Callable: return lambda v: v is None or rule(v)
+def betas(v): return isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v)
+
+
+# (key, rule, what the value must be). Keys absent from a config (e.g. evaluate's) are skipped.
+TRAIN_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", _integer, "an integer"),
+    ("trainer.max_epochs", positive_int, "an integer >= 1"),
+    ("optim.blr", positive, "a finite number > 0"),
+    ("optim.lr", optional(positive), "null or a finite number > 0"),
+    ("optim.min_lr", non_negative, "a finite number >= 0"),
+    ("optim.weight_decay", non_negative, "a finite number >= 0"),
+    ("optim.warmup_epochs", non_negative, "a number in [0, trainer.max_epochs]"),
+    ("optim.accum_iter", positive_int, "an integer >= 1"),
+    ("optim.grad_clip", optional(non_negative), "null, 0 (off) or a finite number > 0"),
+    ("optim.betas", betas, "two numbers in [0, 1)"),
+    ("model.mask_ratio", open_unit, "a number in (0, 1)"),
+    ("validation.mask_ratio", open_unit, "a number in (0, 1)"),
+    ("data.batch_size", positive_int, "an integer >= 1"),
+    ("data.val_batch_size", optional(positive_int), "null or an integer >= 1"),
+    ("data.num_workers", non_negative_int, "an integer >= 0"),
+    ("loss.alpha", non_negative, "a finite number >= 0"),
+    ("loss.beta", non_negative, "a finite number >= 0"),
+    ("loss.static_ratio", unit, "a number in [0, 1]"),
+    ("augment.hflip", unit, "a probability in [0, 1]"),
+    ("augment.vflip", unit, "a probability in [0, 1]"),
+    ("preflight.min_free_disk_mb", non_negative, "a number >= 0"),
+]
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    try:
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
+    except Exception as err:  # noqa: BLE001 - an interpolation that does not resolve is a config error too
+        raise ConfigError(f"config key {key} cannot be resolved: {err}") from None
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value breaks its rule."""
+    for key, rule, must in TRAIN_RULES:
+        value = _value(cfg, key)
+        if value is _MISSING:
+            continue
+        if not rule(value):
+            raise ConfigError(f"{key}={value!r} is not valid: it must be {must} (set it with {key}=VALUE)")
+    epochs, warmup = _value(cfg, "trainer.max_epochs"), _value(cfg, "optim.warmup_epochs")
+    if warmup is not _MISSING and epochs is not _MISSING and warmup > epochs:
+        raise ConfigError(f"optim.warmup_epochs={warmup} is longer than trainer.max_epochs={epochs}: the learning "
+                          f"rate would never reach its peak; lower optim.warmup_epochs")
+    if _value(cfg, "loss.alpha") is not _MISSING and _value(cfg, "loss.alpha") + _value(cfg, "loss.beta") <= 0:
+        raise ConfigError("loss.alpha + loss.beta must be > 0")

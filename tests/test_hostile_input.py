@@ -1,0 +1,539 @@
+"""Hostile and careless input, one row per case (issue 15). Each row builds its input in a temporary folder, runs the
+real command as a user would, and checks: the exit code, the one line on stderr (no traceback), that no marker file
+appeared (nothing executed), and what must not be lost.
+
+To add a case: write a `make(env) -> argv` that prepares the input and returns the command (after `python -m`), then
+append a `Case` to CASES. `env` has `data` (a private small data set), `tmp`, `run` (a private copy of a finished
+training run) and `marker` (a file that must never be created).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from physiotouch.cli import ConfigError, as_user_error
+from physiotouch.config import compose_config
+from physiotouch.config_checks import TRAIN_RULES, validate_train_config
+from physiotouch.data import build_datamodule
+from physiotouch.data.frames import FrameError, decode_frame, to_rgb8
+
+from .conftest import train_overrides
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+@dataclass
+class Env:
+    data: Path
+    tmp: Path
+    run: Path
+    marker: Path
+
+
+@dataclass
+class Case:
+    id: str
+    make: Callable[[Env], list[str]]
+    code: int
+    says: str  # a piece of the one-line message
+    after: Callable[[Env], None] | None = None  # what must hold afterwards (nothing lost, nothing written)
+    timeout: float = 240
+
+
+def train(env: Env, *extra: str, out: Path | None = None) -> list[str]:
+    out = out or env.tmp / "out"
+    given = {e.split("=", 1)[0] for e in extra}
+    overrides = [o for o in [*train_overrides(env.data, out), "trainer.max_epochs=1"]
+                 if not o.startswith("paths.output_dir") and o.split("=", 1)[0] not in given]
+    return ["physiotouch.train", *overrides, f"hydra.run.dir={out}", *extra]
+
+
+def set_run_config(env: Env, change: Callable[[dict], None]) -> None:
+    path = env.run / "config_resolved.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    change(cfg)
+    path.write_text(yaml.safe_dump(cfg))
+
+
+def evaluate(env: Env) -> list[str]:
+    best = json.loads((env.run / "summary.json").read_text())["best_checkpoint"]
+    return ["physiotouch.evaluate", f"ckpt_path={env.run / 'checkpoints' / Path(best).name}",
+            f"hydra.run.dir={env.tmp / 'eval'}"]
+
+
+def finalize(env: Env, target: Path | None = None) -> list[str]:
+    return ["physiotouch.finalize", str(target or env.run), "--out", str(env.tmp / "release"),
+            "--docs-root", str(env.tmp)]
+
+
+# --- S1: a run folder's config never runs code -----------------------------------------------------------------------
+def payload(env: Env) -> Path:
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(env.marker), "w"))
+
+    path = env.tmp / "payload.pt"
+    torch.save({"x": Exploit()}, path)
+    return path
+
+
+def nested_target(env: Env) -> None:
+    set_run_config(env, lambda c: c["data"].update(
+        pwn={"_target_": "torch.load", "f": str(payload(env)), "weights_only": False}))
+
+
+def top_target(env: Env) -> None:
+    set_run_config(env, lambda c: c["data"].update(
+        _target_="os.system", command=f"touch {env.marker}"))
+
+
+def alias_bomb(env: Env) -> None:
+    """Nine levels of nine aliases each: a few hundred bytes that expand to 9^9 strings when traversed."""
+    lines, previous = ["a: &a [x, x, x, x, x, x, x, x, x]"], "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+        previous = name
+    (env.run / "config_resolved.yaml").write_text("\n".join(lines) + "\ndata: {root: x}\n")
+
+
+# --- S2: index rows stay inside the data root -------------------------------------------------------------------------
+def escaping_row(env: Env) -> None:
+    outside = env.tmp / "outside" / "data_fine_evil_digit"
+    shutil.copytree(next(p for p in env.data.iterdir() if p.is_dir()), outside)
+    first = next(p for p in env.data.iterdir() if p.is_dir()).name
+    with (env.data / "index.csv").open("a") as fh:
+        fh.write(f"{first}/../../outside/data_fine_evil_digit,0,9\n")
+
+
+def symlinked_folder(env: Env) -> None:
+    outside = env.tmp / "elsewhere"
+    shutil.copytree(next(p for p in env.data.iterdir() if p.is_dir()), outside)
+    (env.data / "data_fine_linked_digit").symlink_to(outside)
+    with (env.data / "index.csv").open("a") as fh:
+        fh.write("data_fine_linked_digit,0,9\n")
+
+
+def frame_link(env: Env) -> None:
+    secret = env.tmp / "secret.png"
+    shutil.copy(first_frame(env), secret)
+    first_frame(env).unlink()
+    first_frame(env).symlink_to(secret)
+
+
+# --- S3: a reference file cannot make us allocate without bound -------------------------------------------------------
+def stride_zero_pth(env: Env) -> Path:
+    big = 16384
+    tiny = torch.zeros(1)
+    state = {k: tiny.expand(*shape) for k, shape in {
+        "touch_model.embeddings.position_embedding.weight": (17, big),
+        "touch_model.embeddings.patch_embedding.weight": (big, 3, 14, 14),
+        "touch_projection.weight": (48, big), "decoder_embed.weight": (32, big),
+        "touch_model.encoder.layers.0.mlp.fc1.weight": (4 * big, big),
+        "touch_decoder_blocks.0.intermediate.dense.weight": (64, 32)}.items()}
+    path = env.tmp / "huge.pth"
+    torch.save({"model": state, "epoch": 1}, path)
+    return path
+
+
+def many_layers_pth(env: Env) -> Path:
+    """Honest, small tensors, but key names that claim 5,000 encoder layers of width 4,096 (a trillion weights)."""
+    state = {"touch_model.embeddings.position_embedding.weight": torch.zeros(17, 1),
+             "touch_model.embeddings.patch_embedding.weight": torch.zeros(4096, 3, 1, 1),
+             "touch_projection.weight": torch.zeros(48, 1), "decoder_embed.weight": torch.zeros(32, 1),
+             "touch_model.encoder.layers.0.mlp.fc1.weight": torch.zeros(4096, 1),
+             "touch_decoder_blocks.0.intermediate.dense.weight": torch.zeros(64, 1)}
+    state.update({f"touch_model.encoder.layers.{i}.x": torch.zeros(1) for i in range(5_000)})
+    path = env.tmp / "layers.pth"
+    torch.save({"model": state}, path)
+    return path
+
+
+# --- checkpoints of the wrong kind --------------------------------------------------------------------------------------
+def saved(env: Env, obj, name: str) -> Path:
+    path = env.tmp / name
+    torch.save(obj, path)
+    return path
+
+
+def other_size_checkpoint(env: Env) -> Path:
+    ckpt = torch.load(env.run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model_cfg"]["encoder"]["hidden_size"] = 32
+    return saved(env, ckpt, "other_size.ckpt")
+
+
+def other_size_in_run(env: Env) -> Path:
+    """A checkpoint of another model size, put into this run's checkpoints folder."""
+    return other_size_checkpoint(env).replace(env.run / "checkpoints" / "other_size.ckpt")
+
+
+def foreign_checkpoint(env: Env) -> Path:
+    """A checkpoint of another run (another run id), put into this run's checkpoints folder."""
+    ckpt = torch.load(env.run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["physiotouch"]["run_id"] = "someone-else"
+    path = env.run / "checkpoints" / "foreign.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+# --- frames and indexes -----------------------------------------------------------------------------------------------
+def first_frame(env: Env) -> Path:
+    folder = sorted(p for p in env.data.iterdir() if p.is_dir())[0]
+    return folder / "0.png"
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A real 1x1 PNG whose header then claims width x height (a decompression bomb's header, in 70 bytes)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    raw = bytearray(buf.getvalue())
+    ihdr = bytearray(raw[16:29])
+    ihdr[0:8] = struct.pack(">II", width, height)
+    raw[16:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
+    return bytes(raw)
+
+
+def check(env: Env) -> list[str]:
+    return ["physiotouch.data", "check", "--root", str(env.data), "--index", str(env.data / "index.csv")]
+
+
+def absurd_end(env: Env) -> None:
+    """Every row's end frame typed as 10000000 (so every split meets one)."""
+    rows = [line.split(",")[0] for line in (env.data / "index.csv").read_text().splitlines() if line]
+    (env.data / "index.csv").write_text("".join(f"{folder},0,10000000\n" for folder in rows))
+
+
+def rewrite_index(env: Env, encoding: str | None = None, raw: bytes | None = None) -> None:
+    text = (env.data / "index.csv").read_text()
+    (env.data / "index.csv").write_bytes(raw if raw is not None else text.encode(encoding))
+
+
+# --- run folders ---------------------------------------------------------------------------------------------------------
+def finished_run_in(env: Env) -> list[str]:
+    out = env.tmp / "used"
+    assert subprocess.run([sys.executable, "-m", *train(env, out=out)], capture_output=True).returncode == 0
+    (env.tmp / "used_sum").write_text((out / "summary.json").read_text())
+    return train(env, "seed=7", out=out)
+
+
+def summary_unchanged(env: Env) -> None:
+    assert (env.tmp / "used" / "summary.json").read_text() == (env.tmp / "used_sum").read_text()
+
+
+def full_disk_on_save(env: Env) -> list[str]:
+    code = ("import errno, runpy, sys\nimport physiotouch.training.callbacks as cb\n"
+            "def full(*a, **k):\n    raise OSError(errno.ENOSPC, 'No space left on device', str(a[1]))\n"
+            "cb.atomic_torch_save = full\nsys.argv = ['train'] + sys.argv[1:]\n"
+            "runpy.run_module('physiotouch.train', run_name='__main__')\n")
+    return ["-c", code, *train(env)[1:]]
+
+
+def bad_main_metric(env: Env) -> list[str]:
+    return ["physiotouch.report", str(env.run), "--main", "val/no_such_metric", "--out", str(env.tmp / "rep")]
+
+
+CASES = [
+    # S1: nothing in a run folder runs code
+    Case("evaluate-nested-target", lambda e: (nested_target(e), evaluate(e))[-1], 2, "holds a _target_"),
+    Case("evaluate-top-target", lambda e: (top_target(e), evaluate(e))[-1], 2, "is not allowed"),
+    Case("finalize-nested-target", lambda e: (nested_target(e), finalize(e))[-1], 2, "holds a _target_"),
+    Case("finalize-alias-bomb", lambda e: (alias_bomb(e), finalize(e))[-1], 2, "aliases"),
+    # S2: index rows stay inside the data root
+    Case("train-index-escapes-root", lambda e: (escaping_row(e), train(e))[-1], 2, "outside the data root"),
+    Case("check-index-escapes-root", lambda e: (escaping_row(e), check(e))[-1], 1, "outside the data root"),
+    Case("train-symlinked-folder", lambda e: (symlinked_folder(e), train(e))[-1], 2, "outside the data root"),
+    Case("train-frame-links-outside", lambda e: (frame_link(e), train(e))[-1], 2, "outside the data root"),
+    # S3: bounded allocation from reference files
+    Case("legacy-stride-zero", lambda e: ["physiotouch.legacy", "info", str(stride_zero_pth(e))], 2, "claims",
+         timeout=60),
+    Case("legacy-many-layers", lambda e: ["physiotouch.legacy", "info", str(many_layers_pth(e))], 2, "parameters",
+         timeout=120),
+    # checkpoints of the wrong kind, or of another model size
+    Case("resume-from-list", lambda e: train(e, f"ckpt_path={saved(e, [1, 2], 'list.ckpt')}"), 2,
+         "not a physiotouch checkpoint"),
+    Case("resume-from-tensor", lambda e: train(e, f"ckpt_path={saved(e, torch.zeros(3), 't.ckpt')}"), 2,
+         "not a physiotouch checkpoint"),
+    Case("resume-from-dict", lambda e: train(e, f"ckpt_path={saved(e, {'a': 1}, 'd.ckpt')}"), 2,
+         "not a physiotouch checkpoint"),
+    Case("resume-other-size", lambda e: train(e, f"ckpt_path={other_size_checkpoint(e)}"), 2, "was trained with"),
+    Case("init-from-other-size", lambda e: train(e, f"init_from={other_size_checkpoint(e)}"), 2, "was trained with"),
+    Case("init-from-list", lambda e: train(e, f"init_from={saved(e, [1], 'l.pth')}"), 2, "not a checkpoint"),
+    Case("finalize-foreign-checkpoint", lambda e: finalize(e, foreign_checkpoint(e)), 2, "not written by the run"),
+    Case("finalize-checkpoint-of-other-size", lambda e: finalize(e, other_size_in_run(e)), 2, "model size"),
+    # frames and indexes
+    Case("check-absurd-end-frame", lambda e: (absurd_end(e), check(e))[-1], 1, "are missing", timeout=60),
+    Case("train-absurd-end-frame", lambda e: (absurd_end(e), train(e))[-1], 2, "are missing", timeout=120),
+    Case("check-decompression-bomb", lambda e: (first_frame(e).write_bytes(png_claiming(60000, 60000)), check(e))[-1],
+         1, "decompression bomb"),
+    Case("check-fifo-frame", lambda e: (first_frame(e).unlink(), os.mkfifo(first_frame(e)), check(e))[-1], 1,
+         "not a regular file", timeout=60),
+    Case("train-skip-fifo-frame", lambda e: (first_frame(e).unlink(), os.mkfifo(first_frame(e)),
+                                             train(e, "data.on_bad_frames=skip"))[-1], 0, "", timeout=180),
+    Case("check-latin1-index", lambda e: (rewrite_index(e, raw=b"data_fine_caf\xe9_digit,0,9\n"), check(e))[-1], 2,
+         "not UTF-8"),
+    Case("train-latin1-index", lambda e: (rewrite_index(e, raw=b"data_fine_caf\xe9_digit,0,9\n"), train(e))[-1], 2,
+         "index.csv"),
+    Case("check-utf16-index-is-read", lambda e: (rewrite_index(e, "utf-16"), check(e))[-1], 0, ""),
+    Case("check-nul-in-index", lambda e: (rewrite_index(e, raw=b"data_fine_a\x00b_digit,0,9\n"), check(e))[-1], 1,
+         "control characters"),
+    Case("train-nul-in-index", lambda e: (rewrite_index(e, raw=b"data_fine_a\x00b_digit,0,9\n"), train(e))[-1], 2,
+         "control characters"),
+    # run folders: one writer, nothing overwritten, the machine's problems in one line
+    Case("fresh-run-into-finished-folder", finished_run_in, 2, "already holds a run", after=summary_unchanged),
+    Case("checkpoints-not-writable", lambda e: ((e.tmp / "out").mkdir(), (e.tmp / "out" / "checkpoints").write_text(""),
+                                                train(e, "ckpt_path=last"))[-1], 3, "not writable"),
+    Case("output-under-a-file", lambda e: ((e.tmp / "f").write_text(""), train(e, out=e.tmp / "f" / "run"))[-1], 3,
+         "not writable"),
+    Case("disk-full-while-saving", full_disk_on_save, 3, "no space left on the device"),
+    # reports
+    Case("report-unknown-metric", bad_main_metric, 2, "val/no_such_metric"),
+    # config values checked where they enter (one CLI case; every rule is tried in-process below)
+    Case("config-blr-not-a-number", lambda e: train(e, "optim.blr=abc"), 2, "optim.blr"),
+    Case("config-negative-epochs", lambda e: train(e, "trainer.max_epochs=-1"), 2, "trainer.max_epochs"),
+    Case("config-unknown-data-key", lambda e: train(e, "+data.nonsense=1"), 2, "unknown data key"),
+]
+
+
+def make_env(data_master: Path, trained_run: Path, tmp_path: Path) -> Env:
+    """A private copy of the small data set and of a finished run, in its own folder."""
+    data = tmp_path / "synth"
+    shutil.copytree(data_master, data)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg_file = run / "config_resolved.yaml"
+    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg["paths"]["data_dir"] = str(tmp_path / "datadir")  # its own test ledger
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["best_checkpoint"] = str(run / "checkpoints" / Path(summary["best_checkpoint"]).name)
+    (run / "summary.json").write_text(json.dumps(summary))
+    return Env(data, tmp_path, run, tmp_path / "MARKER")
+
+
+def run_case(case: Case, env: Env):
+    argv = case.make(env)
+    argv = argv if argv[0] == "-c" else ["-m", *argv]
+    started = time.time()
+    try:
+        res = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=case.timeout,
+                             cwd=env.tmp)
+    except subprocess.TimeoutExpired as err:
+        return err, time.time() - started
+    return res, time.time() - started
+
+
+@pytest.fixture(scope="module")
+def outcomes(small_data_master, trained_run, tmp_path_factory) -> dict:
+    """Every case's command, run two at a time (each is a separate process; the machine has two cores)."""
+    envs = {c.id: make_env(small_data_master, trained_run, tmp_path_factory.mktemp(c.id)) for c in CASES}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {c.id: pool.submit(run_case, c, envs[c.id]) for c in CASES}
+        return {cid: (envs[cid], *f.result()) for cid, f in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_input(case: Case, outcomes: dict):
+    env, res, seconds = outcomes[case.id]
+    assert not isinstance(res, subprocess.TimeoutExpired), f"no answer within {case.timeout} s (a hang)"
+    assert res.returncode == case.code, f"exit {res.returncode} after {seconds:.0f}s:\n" + \
+        res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    said = res.stderr if case.code >= 2 else res.stdout + res.stderr  # `check` lists its findings on stdout
+    assert case.says in said, said[-3000:]
+    if case.code >= 2:
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, res.stderr[-3000:]
+    assert not env.marker.exists(), "a file from the input ran code"
+    if case.after:
+        case.after(env)
+
+
+# --- in-process: every config rule, frames, caches, locks, metrics, sweeps ------------------------------------------
+BAD_VALUES = {"seed": "abc", "optim.betas": [0.9], "data.val_batch_size": 0}
+
+
+@pytest.mark.parametrize("key", [k for k, _, _ in TRAIN_RULES])
+def test_every_config_rule_names_its_key(key, tmp_path):
+    bad = BAD_VALUES.get(key, -1)
+    cfg = compose_config(train_overrides(tmp_path, tmp_path) + [f"{key}={json.dumps(bad)}"])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_train_config(cfg)
+
+
+@pytest.mark.parametrize("override", ["optim.accum_iter=0", "validation.mask_ratio=1.0", "optim.warmup_epochs=-1",
+                                      "optim.weight_decay=-1", "data.batch_size=-4", "optim.blr=nan",
+                                      "optim.warmup_epochs=30", "optim.lr=inf", "seed=1.5"])
+def test_meaningless_values_are_refused(override, tmp_path):
+    cfg = compose_config(train_overrides(tmp_path, tmp_path) + [override])
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        validate_train_config(cfg)
+
+
+def test_the_composed_defaults_pass(tmp_path):
+    validate_train_config(compose_config(train_overrides(tmp_path, tmp_path)))
+
+
+def test_sixteen_bit_frames_keep_their_grey_levels(tmp_path):
+    values = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16)
+    path = tmp_path / "f.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode in ("I;16", "I")  # how Pillow reads a 16-bit grayscale PNG
+    rgb = decode_frame(path, None)
+    assert rgb[..., 0].tolist() == [[0, 64], [128, 255]] and (rgb[..., 0] == rgb[..., 2]).all()
+    with pytest.raises(FrameError, match="unsupported image mode F"):
+        to_rgb8(Image.new("F", (2, 2)))
+
+
+def test_allow_outside_root_accepts_the_row(small_data, tmp_path):
+    env = Env(small_data, tmp_path, tmp_path, tmp_path / "M")
+    escaping_row(env)
+    base = dict(root=str(small_data), index=str(small_data / "index.csv"), image_size=28,
+                cache_dir=str(tmp_path / "cache"), split={"val_fraction": 0.2, "test_fraction": 0.2})
+    dm = build_datamodule({**base, "allow_outside_root": True})
+    dm.setup()
+    assert any("evil" in s for split in dm.record["sequences"].values() for s in split)
+
+
+def test_changed_frame_or_other_root_gives_another_cache_and_keeps_the_others(small_data, tmp_path):
+    cache = tmp_path / "cache"
+    base = dict(index="index.csv", image_size=28, cache_dir=str(cache), split={"val_fraction": 0.2,
+                                                                                "test_fraction": 0.2})
+
+    def setup(root: Path):
+        dm = build_datamodule({**base, "root": str(root), "index": str(root / "index.csv")})
+        dm.setup()
+        return dm
+
+    first = setup(small_data)
+    copy = tmp_path / "copy"
+    shutil.copytree(small_data, copy)
+    other = setup(copy)
+    assert other.record["data_version"] != first.record["data_version"]  # another root
+    # A frame rewritten in place with bytes of the same size: only its modification time says so.
+    frame = small_data / first.record["sequences"]["train"][0] / "0.png"
+    stat = frame.stat()
+    frame.write_bytes(frame.read_bytes())
+    os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert frame.stat().st_size == stat.st_size
+    changed = setup(small_data)
+    assert changed.record["data_version"] != first.record["data_version"]
+    assert changed.datasets["train"].cache.path != first.datasets["train"].cache.path  # rebuilt
+    # the copy's caches survive the original root's stale-cache sweep
+    assert other.datasets["train"].cache.path.is_file()
+
+
+def test_a_dead_holders_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
+    from physiotouch.utils.locks import FolderLock
+
+    lock = tmp_path / ".run.lock"
+    lock.write_text(json.dumps({"pid": 999999, "host": "gone", "since": "then", "command": "killed"}))
+    with FolderLock(lock, "run folder") as held:
+        assert held.took_over["pid"] == 999999
+        holder = subprocess.run([sys.executable, "-c", "from physiotouch.utils.locks import FolderLock\n"
+                                 f"FolderLock({str(lock)!r}, 'run folder').acquire()"], capture_output=True, text=True)
+        assert holder.returncode != 0 and f"pid {os.getpid()}" in holder.stderr
+    assert json.loads(lock.read_text() or "{}") == {}
+
+
+def test_two_trainings_into_one_folder_one_refused(small_data, tmp_path):
+    env = Env(small_data, tmp_path, tmp_path, tmp_path / "M")
+    out = tmp_path / "shared"
+    first = subprocess.Popen([sys.executable, "-m", *train(env, "trainer.max_epochs=200", out=out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "run_info.json").is_file():
+        time.sleep(0.05)
+    try:
+        second = subprocess.run([sys.executable, "-m", *train(env, "seed=5", "ckpt_path=last", out=out)],
+                                capture_output=True, text=True)
+        assert first.poll() is None, "the first run must still be running"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 3 and "is in use by pid" in second.stderr and "Traceback" not in second.stderr
+    assert json.loads((out / "run_info.json").read_text())["seed"] == 0  # the second wrote nothing
+    # the killed holder's lock is taken over by the next start (said in its log), which resumes
+    third = subprocess.run([sys.executable, "-m", *train(env, "ckpt_path=last", "trainer.max_epochs=1", out=out)],
+                           capture_output=True, text=True)
+    assert "took over the lock" in third.stdout + third.stderr
+
+
+def test_stale_temp_files_are_cleaned_when_a_run_restarts(small_data, tmp_path):
+    env = Env(small_data, tmp_path, tmp_path, tmp_path / "M")
+    out = tmp_path / "out"
+    assert subprocess.run([sys.executable, "-m", *train(env, out=out)], capture_output=True).returncode == 0
+    orphan = out / "checkpoints" / ".last.ckpt.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    res = subprocess.run([sys.executable, "-m", *train(env, "ckpt_path=last", "trainer.max_epochs=2", out=out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not orphan.exists()
+
+
+def test_disk_errors_become_one_line():
+    err = as_user_error(OSError(errno.ENOSPC, "No space left on device", "/x/last.ckpt"))
+    assert err.exit_code == 3 and "/x/last.ckpt" in str(err)
+    assert as_user_error(OSError(errno.EBADF, "bad fd")) is None  # not the user's to fix: keeps its traceback
+
+
+def test_report_names_skipped_runs_and_goes_on(trained_run, tmp_path):
+    from physiotouch.experiments.report import build_report
+
+    for name in ("a", "b", "half", "cut"):
+        shutil.copytree(trained_run, tmp_path / "runs" / name)
+    (tmp_path / "runs" / "half" / "history.json").unlink()
+    cut = tmp_path / "runs" / "cut" / "history.json"
+    cut.write_text(cut.read_text()[:50])
+    result = build_report([tmp_path / "runs"], tmp_path / "rep")
+    assert len(result["table"]) == 2 and len(result["skipped"]) == 2
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "half: unfinished" in md and "cut:" in md and "not valid JSON" in md
+
+
+def test_relaunched_search_runs_queued_retries_even_after_n_trials(tmp_path):
+    import optuna
+
+    from physiotouch.experiments.optuna_sweeper import FINISHED_ATTR, PhysiotouchOptunaSweeper
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    for _ in range(2):
+        trial = study.ask()
+        trial.set_user_attr(FINISHED_ATTR, True)
+        study.tell(trial, 1.0)
+    study.enqueue_trial({})  # a stale trial's retry is a WAITING trial like this one
+    sweeper = PhysiotouchOptunaSweeper.__new__(PhysiotouchOptunaSweeper)
+    sweeper.n_trials, sweeper.n_jobs, sweeper.storage_url = 2, 1, "sqlite"
+    assert sweeper._next_batch_size(study) == 1
+    trial = study.ask()
+    trial.set_user_attr(FINISHED_ATTR, True)
+    study.tell(trial, 1.0)
+    assert sweeper._next_batch_size(study) == 0
+
+
+def test_a_stale_run_folder_file_from_a_fifo_never_blocks(tmp_path):
+    from physiotouch import run_folder
+
+    fifo = tmp_path / "summary.json"
+    os.mkfifo(fifo)
+    with pytest.raises(run_folder.RunFolderError):
+        run_folder.read_json(fifo)
