@@ -114,6 +114,29 @@ def alias_bomb(env: Env) -> None:
     (env.run / "config_resolved.yaml").write_text("\n".join(lines) + "\ndata: {root: x}\n")
 
 
+def synthetic_over_user_folder(env: Env) -> None:
+    precious = env.tmp / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    set_run_config(env, lambda c: c["data"].update(root=str(precious), index=str(precious / "index.csv"),
+                                                   synthetic={"num_objects": 4, "frames": 8}))
+
+
+def precious_kept(env: Env) -> None:
+    assert (env.tmp / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+def release_folder_taken(env: Env) -> list[str]:
+    (env.tmp / "release").mkdir()
+    (env.tmp / "release" / "model.ckpt").write_text("an earlier release")
+    return finalize(env)
+
+
+def no_test_look(env: Env) -> None:
+    assert not (env.tmp / "datadir" / "test_ledger.json").exists(), "the test split was looked at for nothing"
+    assert (env.tmp / "release" / "model.ckpt").read_text() == "an earlier release"
+
+
 # --- S2: index rows stay inside the data root -------------------------------------------------------------------------
 def escaping_row(env: Env) -> None:
     outside = env.tmp / "outside" / "data_fine_evil_digit"
@@ -258,6 +281,9 @@ CASES = [
     Case("evaluate-top-target", lambda e: (top_target(e), evaluate(e))[-1], 2, "is not allowed"),
     Case("finalize-nested-target", lambda e: (nested_target(e), finalize(e))[-1], 2, "holds a _target_"),
     Case("finalize-alias-bomb", lambda e: (alias_bomb(e), finalize(e))[-1], 2, "aliases"),
+    Case("evaluate-synthetic-over-a-user-folder", lambda e: (synthetic_over_user_folder(e), evaluate(e))[-1], 2,
+         "refusing to write", after=precious_kept),
+    Case("finalize-into-an-existing-release", release_folder_taken, 2, "never overwritten", after=no_test_look),
     # S2: index rows stay inside the data root
     Case("train-index-escapes-root", lambda e: (escaping_row(e), train(e))[-1], 2, "outside the data root"),
     Case("check-index-escapes-root", lambda e: (escaping_row(e), check(e))[-1], 1, "outside the data root"),
@@ -459,10 +485,11 @@ def test_two_trainings_into_one_folder_one_refused(small_data, tmp_path):
     env = Env(small_data, tmp_path, tmp_path, tmp_path / "M")
     out = tmp_path / "shared"
     first = subprocess.Popen([sys.executable, "-m", *train(env, "trainer.max_epochs=200", out=out)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (out / "run_info.json").is_file():
+    while time.time() < deadline and not (out / "run_info.json").is_file() and first.poll() is None:
         time.sleep(0.05)
+    assert first.poll() is None, first.stderr.read()[-2000:]
     try:
         second = subprocess.run([sys.executable, "-m", *train(env, "seed=5", "ckpt_path=last", out=out)],
                                 capture_output=True, text=True)

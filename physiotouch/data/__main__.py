@@ -45,7 +45,8 @@ def _run(args) -> int:
               f"frames) in {time.time() - start:.1f} s")
         return 0
 
-    problems = check_dataset(args.root, args.index, args.label_regex, allow_outside_root=args.allow_outside_root)
+    problems = check_dataset(args.root, args.index, args.label_regex, allow_outside_root=args.allow_outside_root,
+                             progress_bar=True)
     for problem in problems:
         print(problem)
     if problems:

@@ -23,6 +23,7 @@ import numpy as np
 
 from physiotouch.utils.files import atomic_write_text, default_file_mode
 from physiotouch.utils.locks import FolderLock
+from physiotouch.utils.progress import progress
 
 from .frames import decode_frame
 from .index import WINDOW, Sequence
@@ -89,7 +90,7 @@ def _load_or_build(root: Path, sequences: list[Sequence], image_size: int, cache
         bad = []
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             results = pool.map(lambda job: _decode_or_fail(job[0].frame_path(root, job[1]), image_size), jobs)
-            for (seq, t, row), (img, err) in zip(jobs, results):
+            for (seq, t, row), (img, err) in progress(zip(jobs, results), len(jobs), f"decoding {total} frames"):
                 if err is None:
                     out[row] = img
                 else:

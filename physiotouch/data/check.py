@@ -11,6 +11,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from physiotouch.utils.progress import progress
+
 from .frames import FrameError, check_regular_file, decode_frame, open_frame
 from .index import DEFAULT_LABEL_REGEX, IndexProblem, Sequence, read_index
 
@@ -133,7 +135,7 @@ def check_sequence_frames(root: Path, seq: Sequence, index: str) -> list[IndexPr
 
 def check_dataset(root: str | Path, index: str | Path, label_regex: str = DEFAULT_LABEL_REGEX,
                   sequences: list[Sequence] | None = None, allow_outside_root: bool = False,
-                  progress=None) -> list[IndexProblem]:
+                  progress_bar: bool = False) -> list[IndexProblem]:
     """Every problem of the index and of the frames it lists (or of `sequences` only, when given)."""
     root = Path(root)
     problems: list[IndexProblem] = []
@@ -145,8 +147,7 @@ def check_dataset(root: str | Path, index: str | Path, label_regex: str = DEFAUL
         outside = outside_root(root, sequences, str(index))
         problems.extend(outside)
         sequences = [s for s in sequences if not any(p.line == s.line for p in outside)]
-    for seq in sequences:
+    shown = progress(sequences, len(sequences), "checking sequences") if progress_bar else sequences
+    for seq in shown:
         problems.extend(check_sequence_frames(root, seq, str(index)))
-        if progress:
-            progress(seq)
     return problems

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from physiotouch.cli import ConfigError
+from physiotouch.utils.progress import progress
 
 GEOMETRIES = ("sphere", "edge", "cylinder", "ridged", "dotted", "flat", "ring", "cross", "pyramid", "wave",
               "hexagon", "ellipsoid")
@@ -215,22 +216,29 @@ def generate(cfg: SynthConfig) -> Path:
     if cfg.frames < 4:
         raise ConfigError("frames must be >= 4 (one 4-frame window)")
     out = Path(cfg.out)
+    if out.exists() and not (out / "synthetic.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        # Only a set this generator wrote (or an empty folder) is ever replaced: data.root may come from a config
+        # someone else wrote, and must never make us delete a user's folder.
+        from physiotouch.data.index import DataError
+
+        raise DataError(f"refusing to write the synthetic data set into '{out}': it exists and is not a synthetic "
+                        f"set made by physiotouch; choose another folder (data.root / --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         rows = []
-        for k, (name, geo) in enumerate(object_names(cfg.num_objects)):
+        pairs = [(k, name, geo, s, sensor) for k, (name, geo) in enumerate(object_names(cfg.num_objects))
+                 for s, sensor in enumerate(cfg.sensors)]
+        for k, name, geo, s, sensor in progress(pairs, len(pairs), "rendering sequences"):
             gran = "fine" if k % 2 == 0 else "coarse"
-            obj_rng = np.random.default_rng([cfg.seed, k])
-            size = float(obj_rng.uniform(0.75, 1.1))
-            for s, sensor in enumerate(cfg.sensors):
-                rng = np.random.default_rng([cfg.seed, k, s, 1])
-                motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
-                folder = f"data_{gran}_{name}_{sensor}"
-                (tmp / folder).mkdir()
-                for t, frame in enumerate(render_sequence(geo, size, sensor, motion, cfg, rng)):
-                    Image.fromarray(frame).save(tmp / folder / f"{t}.png", compress_level=1)
-                rows.append((folder, 0, cfg.frames - 1))
+            size = float(np.random.default_rng([cfg.seed, k]).uniform(0.75, 1.1))
+            rng = np.random.default_rng([cfg.seed, k, s, 1])
+            motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
+            folder = f"data_{gran}_{name}_{sensor}"
+            (tmp / folder).mkdir()
+            for t, frame in enumerate(render_sequence(geo, size, sensor, motion, cfg, rng)):
+                Image.fromarray(frame).save(tmp / folder / f"{t}.png", compress_level=1)
+            rows.append((folder, 0, cfg.frames - 1))
         with (tmp / "index.csv").open("w", newline="") as fh:
             csv.writer(fh).writerows(rows)
         (tmp / "synthetic.json").write_text(json.dumps({**asdict(cfg), "signature": cfg.signature()}, indent=2))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from physiotouch.data.augment import normalize, to_float_clips
 from physiotouch.data.datamodule import ClipDataset, fixed_mask_noise
@@ -29,39 +27,14 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
             "frame4": err[:, :, 3].mean(1), "copy_frame3": copy}
 
 
-@torch.no_grad()
 def encode_split(model: TactileVideoMAE, ds: ClipDataset, batch_size: int, mask_ratio: float,
                  perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 device: str = "cpu", limit: int | None = None) -> dict:
-    """-> {'x': features [N, P], 'object', 'sensor', 't', 'start', 'end', 'clip_id', 'index', per-clip errors}."""
-    model.eval().to(device)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
-    rows: dict[str, list] = {}
-    seen = 0
-    for batch in loader:
-        clips = to_float_clips(batch["clip"].to(device))
-        if perturb is not None:
-            clips = perturb(clips, batch["clip_id"])
-        clips = normalize(clips)
-        noise = fixed_mask_noise(batch["clip_id"], model.num_patches).to(device)
-        out = model.forward_video(clips, noise, mask_ratio=mask_ratio)
-        values = {"x": model.encode(clips, "video"), **per_clip_errors(model, clips, out)}
-        for key, v in values.items():
-            rows.setdefault(key, []).append(v.float().cpu().numpy())
-        for key in ("object", "sensor", "clip_id", "index"):
-            rows.setdefault(key, []).append(batch[key].numpy())
-        seen += len(clips)
-        if limit and seen >= limit:
-            break
-    result = {k: np.concatenate(v) for k, v in rows.items()}
-    seqs = [ds.sequences[int(ds.windows.seq[i])] for i in result["index"]]
-    result["t"] = ds.windows.t[result["index"]]
-    result["start"] = np.array([s.start for s in seqs])
-    result["end"] = np.array([s.end for s in seqs])
-    result["object_name"] = np.array([s.object for s in seqs])
-    result["sensor_name"] = np.array([s.sensor for s in seqs])
-    result["folder"] = np.array([s.folder for s in seqs])
-    return result
+                 device: str = "auto", limit: int | None = None, name: str = "split") -> dict:
+    """Features and per-clip errors of every clip of `ds` (one `Trainer.predict` pass: `encoder.encode`)."""
+    from .encoder import encode
+
+    return encode(model, ds, batch_size, mask_ratio, errors=True, perturb=perturb, device=device, limit=limit,
+                  name=name)
 
 
 @torch.no_grad()

@@ -38,17 +38,25 @@ class ProbeConfig:
     gap: int = 4
 
 
-def fit_predict(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, num_classes: int,
-                cfg: ProbeConfig) -> np.ndarray:
-    """-> class probabilities [n_test, num_classes] (classes absent from the fitting set get probability 0)."""
+def fit_probe(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, cfg: ProbeConfig):
+    """A linear (logistic regression on standardised features) or k-NN probe, fitted."""
     if kind == "linear":
         model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
     else:
         model = KNeighborsClassifier(n_neighbors=min(cfg.knn_k, len(y_fit)), metric="cosine", weights="distance")
-    model.fit(x_fit, y_fit)
+    return model.fit(x_fit, y_fit)
+
+
+def predict_proba(model, x_test: np.ndarray, num_classes: int) -> np.ndarray:
+    """-> class probabilities [n_test, num_classes] (classes absent from the fitting set get probability 0)."""
     proba = np.zeros((len(x_test), num_classes))
     proba[:, model.classes_] = model.predict_proba(x_test)
     return proba
+
+
+def fit_predict(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, num_classes: int,
+                cfg: ProbeConfig) -> np.ndarray:
+    return predict_proba(fit_probe(kind, x_fit, y_fit, cfg), x_test, num_classes)
 
 
 def classification_metrics(proba: np.ndarray, y: np.ndarray, num_classes: int, ece_bins: int = 10) -> dict[str, float]:
@@ -83,6 +91,21 @@ def time_split_mask(t: np.ndarray, start: np.ndarray, end: np.ndarray, cfg: Prob
     return t < cut, (t - 3) >= cut + cfg.gap
 
 
+def probe_tasks(feats: dict, test_feats: dict, vocab: dict, cfg: ProbeConfig) -> dict[str, tuple]:
+    """Which clips fit and which test each probe (see the module docstring): task -> (x_fit, y_fit, x_test, y_test,
+    number of classes). The tested clips' features come from `test_feats` (the same clips, perhaps perturbed)."""
+    keys = ("x", "object", "sensor", "t", "start", "end")
+    both = {k: np.concatenate([feats["train"][k], feats["val"][k]]) for k in keys}
+    both_test = np.concatenate([test_feats["train"]["x"], test_feats["val"]["x"]])
+    fit_t, test_t = time_split_mask(both["t"], both["start"], both["end"], cfg)
+    return {
+        "object": (both["x"][fit_t], both["object"][fit_t], both_test[test_t], both["object"][test_t],
+                   len(vocab["object"])),
+        "sensor": (feats["train"]["x"], feats["train"]["sensor"], test_feats["val"]["x"], feats["val"]["sensor"],
+                   len(vocab["sensor"])),
+    }
+
+
 def run_probes(feats: dict, vocab: dict, cfg: ProbeConfig, test_feats: dict | None = None
                ) -> tuple[dict[str, float], dict]:
     """feats: `features.encode_split` results for 'train' and 'val'; test_feats: the same clips encoded otherwise
@@ -90,15 +113,9 @@ def run_probes(feats: dict, vocab: dict, cfg: ProbeConfig, test_feats: dict | No
     metrics, curves = {}, {}
     test_feats = test_feats or feats
     n_obj, n_sen = len(vocab["object"]), len(vocab["sensor"])
-    keys = ("x", "object", "sensor", "t", "start", "end")
-    both = {k: np.concatenate([feats["train"][k], feats["val"][k]]) for k in keys}
+    both = {k: np.concatenate([feats["train"][k], feats["val"][k]]) for k in ("x", "object", "sensor")}
     both_test = np.concatenate([test_feats["train"]["x"], test_feats["val"]["x"]])
-    fit_t, test_t = time_split_mask(both["t"], both["start"], both["end"], cfg)
-    tasks = {
-        "object": (both["x"][fit_t], both["object"][fit_t], both_test[test_t], both["object"][test_t], n_obj),
-        "sensor": (feats["train"]["x"], feats["train"]["sensor"], test_feats["val"]["x"], feats["val"]["sensor"],
-                   n_sen),
-    }
+    tasks = probe_tasks(feats, test_feats, vocab, cfg)
     for task, (xf, yf, xt, yt, n) in tasks.items():
         metrics[f"val/probe_{task}_classes"] = float(len(np.unique(yt)))  # what chance is relative to
         for kind in ("linear", "knn"):

@@ -57,4 +57,5 @@ def make_perturbation(kind: str, strength: float) -> Callable[[torch.Tensor, tor
             return (clips * strength).clamp(0, 1)
         raise ConfigError(f"unknown perturbation {kind!r}; known: {sorted(DEFAULT_STRENGTHS)}")
 
+    apply.label = f"{kind}_{strength:g}"
     return apply

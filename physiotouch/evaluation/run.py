@@ -10,10 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Subset
 
 from . import plots
-from .features import encode_split, example_outputs
-from .probes import ProbeConfig, run_probes
+from .encoder import encode
+from .features import example_outputs
+from .probes import (
+    ProbeConfig,
+    classification_metrics,
+    fit_probe,
+    predict_proba,
+    probe_tasks,
+    run_probes,
+    time_split_mask,
+)
 from .robustness import DEFAULT_STRENGTHS, make_perturbation
 
 log = logging.getLogger(__name__)
@@ -68,14 +78,26 @@ def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:
 
 
 def robustness(model, datasets: dict, clean: dict, vocab: dict, cfg: EvalConfig, pcfg: ProbeConfig) -> list[dict]:
-    rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, clean, vocab, pcfg)}]
+    """Probes fit once on the clean features, then tested on each perturbation's features. Each (split,
+    perturbation, strength) is encoded once, and only the clips a probe tests: from the training split the late
+    windows the object probe tests, features only; the validation split with its reconstruction errors."""
+    fitted = {task: fit_probe("linear", xf, yf, pcfg) for task, (xf, yf, *_) in
+              probe_tasks(clean, clean, vocab, pcfg).items() if len(np.unique(yf)) >= 2}
+    rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, clean, vocab, pcfg, fitted)}]
+    train = clean["train"]
+    tested = np.flatnonzero(time_split_mask(train["t"], train["start"], train["end"], pcfg)[1])
+    tested_clips = Subset(datasets["train"], train["index"][tested].tolist())
     for kind, strengths in cfg.robustness.get("strengths", DEFAULT_STRENGTHS).items():
         for strength in strengths:
             perturb = make_perturbation(kind, float(strength))
-            feats = {s: encode_split(model, datasets[s], cfg.batch_size, cfg.mask_ratio, perturb, cfg.device,
-                                     cfg.max_clips) for s in ("train", "val")}
+            x = train["x"].copy()  # rows the probes do not test keep their clean features (never read)
+            x[tested] = encode(model, tested_clips, cfg.batch_size, cfg.mask_ratio, errors=False, perturb=perturb,
+                               device=cfg.device, name="train")["x"]
+            feats = {"train": {**train, "x": x},
+                     "val": encode(model, datasets["val"], cfg.batch_size, cfg.mask_ratio, perturb=perturb,
+                                   device=cfg.device, limit=cfg.max_clips, name="val")}
             rows.append({"perturbation": kind, "strength": float(strength),
-                         **_robust_metrics(clean, feats, vocab, pcfg)})
+                         **_robust_metrics(clean, feats, vocab, pcfg, fitted)})
             log.info("robustness %s %.2f: %s", kind, strength, rows[-1])
     for row in rows[1:]:
         for key, value in list(row.items()):
@@ -84,12 +106,13 @@ def robustness(model, datasets: dict, clean: dict, vocab: dict, cfg: EvalConfig,
     return rows
 
 
-def _robust_metrics(clean: dict, perturbed: dict, vocab: dict, pcfg: ProbeConfig) -> dict[str, float]:
-    probes, _ = run_probes(clean, vocab, pcfg, test_feats=perturbed)
-    keep = ("val/probe_object_accuracy", "val/probe_object_macro_f1", "val/probe_sensor_accuracy",
-            "val/probe_sensor_macro_f1")
-    return {"val/recon_objective": float(_objective(perturbed["val"]).mean()),
-            **{k: probes[k] for k in keep if k in probes}}
+def _robust_metrics(clean: dict, perturbed: dict, vocab: dict, pcfg: ProbeConfig, fitted: dict) -> dict[str, float]:
+    out = {"val/recon_objective": float(_objective(perturbed["val"]).mean())}
+    for task, (_, _, xt, yt, n) in probe_tasks(clean, perturbed, vocab, pcfg).items():
+        if task in fitted and len(yt):
+            m = classification_metrics(predict_proba(fitted[task], xt, n), yt, n, pcfg.ece_bins)
+            out[f"val/probe_{task}_accuracy"], out[f"val/probe_{task}_macro_f1"] = m["accuracy"], m["macro_f1"]
+    return out
 
 
 def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, float]:
@@ -97,8 +120,9 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     datasets = datamodule.datasets  # train and val only: the data module never builds the test split
     vocab = {k: v for k, v in datamodule.record["labels"].items()}
     pcfg = ProbeConfig(**cfg.probe)
-    feats = {s: encode_split(model, datasets[s], cfg.batch_size, cfg.mask_ratio, None, cfg.device, cfg.max_clips)
-             for s in ("train", "val")}
+    # Reconstruction errors are reported on validation only; the training split gives the probes their features.
+    feats = {s: encode(model, datasets[s], cfg.batch_size, cfg.mask_ratio, errors=s == "val", device=cfg.device,
+                       limit=cfg.max_clips, name=s) for s in ("train", "val")}
     metrics, curves = run_probes(feats, vocab, pcfg)
     recon, groups = reconstruction_metrics(feats["val"])
     metrics.update(recon)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import EncoderConfig
 from .transformer import TransformerBlock
@@ -35,9 +36,12 @@ class ClipLayers(nn.Module):
             for _ in range(cfg.num_hidden_layers)
         )
 
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x)
+            x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
         return x
 
 

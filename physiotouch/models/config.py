@@ -27,6 +27,9 @@ class EncoderConfig:
     clip_path: str | None = None
     # The video tube embedding: 'random' (the reference) or 'clip_2d' (CLIP's 2-D patch kernel, AnyTouch's choice).
     video_embed_init: str = "random"
+    # Recompute each encoder layer's activations in the backward pass instead of keeping them: less memory for
+    # the large encoder (ViT-L/14) at about one extra forward pass of compute.
+    gradient_checkpointing: bool = False
 
     @property
     def grid_size(self) -> int:
@@ -55,6 +58,7 @@ class ModelConfig:
     projection_dim: int = 48
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
+    compile: bool = False  # a run option, not a size: train the forward passes through torch.compile
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> "ModelConfig":

@@ -12,6 +12,7 @@ memory-efficient kernels; on the CPU it is the plain softmax(QK^T / sqrt(d)) V.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,27 @@ def get_activation(name: str):
     return ACTIVATIONS[name]
 
 
+_ATTENTION = {"kind": "sdpa"}
+
+
+@contextmanager
+def attention_kernel(kind: str):
+    """`with attention_kernel("plain"):` computes attention as softmax(QK^T/sqrt(d))V in plain ops instead of
+    `scaled_dot_product_attention` (the benchmark compares the two; the model always trains with "sdpa")."""
+    if kind not in ("sdpa", "plain"):
+        raise ConfigError(f"attention kernel must be 'sdpa' or 'plain'; got {kind!r}")
+    before, _ATTENTION["kind"] = _ATTENTION["kind"], kind
+    try:
+        yield
+    finally:
+        _ATTENTION["kind"] = before
+
+
+def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return weights @ v
+
+
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -66,7 +88,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, head_dim]
+        attend = F.scaled_dot_product_attention if _ATTENTION["kind"] == "sdpa" else _plain_attention
+        out = attend(q, k, v)  # [B, heads, N, head_dim]
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 

@@ -59,6 +59,16 @@ def resolve_target(path: Path) -> Target:
     return Target(run, path)
 
 
+def _setting(cfg: dict, target: Target, *keys: str):
+    node = cfg
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    if node is None:
+        raise ReleaseError(f"{target.run / run_folder.CONFIG} has no {'.'.join(keys)}: it is not a physiotouch run's "
+                           f"resolved config")
+    return node
+
+
 def check_own_checkpoint(target: Target, ckpt: dict, cfg: dict, run_info: dict) -> None:
     """The checkpoint must be one the run itself wrote: inside its checkpoints/ (links resolved), stamped with the
     run's id, and of the run's model size. Otherwise the release would pair one model with another's numbers."""
@@ -90,7 +100,14 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     run_info = run_folder.read_json(target.run / run_folder.RUN_INFO)
     model, ckpt = load_model(target.checkpoint)
     check_own_checkpoint(target, ckpt, cfg, run_info)
-    data_dir = Path(cfg["paths"]["data_dir"])
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    name = tag or f"release-{stamp}"
+    out = out or docs_root / "releases" / name  # not a folder named by the run's own (untrusted) config
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # checked before the test split is looked at
+        raise ReleaseError(f"release folder '{out}' exists and is not empty; a release is never overwritten: "
+                           f"choose another --out or --tag")
+    data_dir, mask_ratio = Path(str(_setting(cfg, target, "paths", "data_dir"))), \
+        float(_setting(cfg, target, "validation", "mask_ratio"))
     key = ledger.split_key(splits)
     previous = ledger.entries(data_dir, key)
     if previous and not force:
@@ -108,13 +125,10 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
                         f"{splits['data_version']} in {target.run / 'splits.json'}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluating the test split once: {target.checkpoint}")
-    metrics = evaluate_test(model, datamodule, batch_size, cfg["validation"]["mask_ratio"], device)
+    metrics = evaluate_test(model, datamodule, batch_size, mask_ratio, device)
     entry = ledger.record(data_dir, key, {"checkpoint": str(target.checkpoint), "sha256": sha256_file(target.checkpoint),
                                           "forced": bool(previous), "metrics": metrics})
 
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
-    name = tag or f"release-{stamp}"
-    out = out or Path(cfg["paths"]["log_dir"]) / "releases" / name
     out.mkdir(parents=True, exist_ok=True)
     _write_release(out, target, model, cfg, splits, metrics, entry, previous, name)
     docs = {"Task.md": docs_root / "Task.md", "README.md": docs_root / "README.md"}

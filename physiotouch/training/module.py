@@ -67,6 +67,10 @@ class PretrainModule(L.LightningModule):
             unused += [self.model.encoder.embeddings.patch_embedding, self.model.head_image]
         for module in unused:
             module.requires_grad_(False)
+        # model.compile: the training forward passes through torch.compile (compiled on first use; the weights and
+        # their names are the model's own, so checkpoints do not change).
+        compile_ = torch.compile if self.model.cfg.compile else (lambda fn: fn)
+        self._forward_video, self._forward_image = compile_(self.model.forward_video), compile_(self.model.forward_image)
         self.run_id: str | None = None  # stamped into every checkpoint: finalize checks a checkpoint is the run's own
         self.history: list[dict[str, float]] = []  # one row per finished epoch (and the initial validation)
         self.best_train_loss = math.inf
@@ -124,16 +128,16 @@ class PretrainModule(L.LightningModule):
         cfg = self.loss_cfg
         weights = None
         if cfg.mode == "joint":
-            out = self.model.forward_video(clips, noise)
+            out = self._forward_video(clips, noise)
             dynamic = cfg.training_dynamic(out["loss_recon"], out["loss_pred"])
             shared = [self.model.decoder_blocks[-1].mlp.fc2.weight]  # the last layer both terms pass through
             total, alpha, beta, _ = self.balancer.total(out["loss_static"], dynamic, shared)
             weights, mode = (alpha, beta, dynamic.detach()), MODE_JOINT
         elif torch.rand(1, device=self.device, generator=gen).item() < cfg.static_ratio:
-            out = self.model.forward_image(clips, noise)
+            out = self._forward_image(clips, noise)
             total, mode = out["loss_static"], MODE_STATIC
         else:
-            out = self.model.forward_video(clips, noise)
+            out = self._forward_video(clips, noise)
             total, mode = cfg.training_dynamic(out["loss_recon"], out["loss_pred"]), MODE_DYNAMIC
         if self.debug.get("inject_nan_at_step") is not None and self.global_step >= int(self.debug["inject_nan_at_step"]):
             total = total * float("nan")

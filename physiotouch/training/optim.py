@@ -54,6 +54,10 @@ def param_groups(named_params, weight_decay: float) -> list[dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float, extra_groups: list[dict] = ()) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float, extra_groups: list[dict] = (),
+                    fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW; fused (one kernel for all parameters) when the parameters live on a GPU, unless told otherwise."""
     groups = param_groups(model.named_parameters(), cfg.weight_decay) + list(extra_groups)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=fused or None)
