@@ -1,4 +1,5 @@
-"""Where the package's own files live (the Hydra config tree sits beside the package, lightning-hydra-template style)."""
+"""Where the package's own files live (the Hydra config tree sits beside the package, as in
+lightning-hydra-template)."""
 
 from pathlib import Path
 

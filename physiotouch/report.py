@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--main-mode", choices=["min", "max"], default=None,
                         help="min or max (default: max for probe metrics, else min)")
     parser.add_argument("--secondary", default="val/loss_pred", help="secondary validation metric")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="compare runs that differ in validation mask ratio, norm_pix_loss, image or model size "
+                             "(said at the top of the report)")
     args = parser.parse_args(argv)
     for metric in (args.main, args.secondary):
         if metric.startswith("test/"):
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = args.main_mode or ("max" if "probe" in args.main else "min")
     with user_errors():
         result = build_report(args.folders, args.out, args.main, mode, args.secondary,
-                              "max" if "probe" in args.secondary else "min")
+                              "max" if "probe" in args.secondary else "min", args.allow_mixed)
     out = Path(result["out"])
     print((out / "report.md").read_text())
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'} and plots")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -199,3 +201,55 @@ def test_report_treats_k_folds_as_replicates(small_data, tmp_path):
     result = build_report([sweep])
     assert {r["replicate"] for r in result["table"]} == {"seed 0 fold 0", "seed 0 fold 1"}
     assert [s["n"] for s in result["stats"].values()] == [2]
+
+
+def test_holm_ignores_missing_p_values_like_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    from physiotouch.experiments.report import holm
+
+    for pvalues in ([0.01, math.nan, 0.001], [0.04, 0.03, math.nan, 0.2, 0.001], [math.nan, math.nan], [0.5]):
+        present = [p for p in pvalues if not math.isnan(p)]
+        expected = iter(multipletests(present, method="holm")[1] if present else [])
+        got = holm(pvalues)
+        for p, adjusted in zip(pvalues, got):
+            assert math.isnan(adjusted) if math.isnan(p) else adjusted == pytest.approx(next(expected))
+    assert holm([0.01, math.nan, 0.001]) == pytest.approx([0.01, math.nan, 0.002], nan_ok=True)  # the case
+
+
+def test_report_refuses_runs_that_measure_different_things(trained_run, tmp_path):
+    def copy(name: str, change=None) -> Path:
+        run = tmp_path / "runs" / name
+        shutil.copytree(trained_run, run)
+        if change:
+            path = run / "config_resolved.yaml"
+            cfg = yaml.safe_load(path.read_text())
+            change(cfg)
+            path.write_text(yaml.safe_dump(cfg))
+        return run
+
+    copy("a")
+    copy("b", lambda c: c["loss"].update(name="equal", alpha=0.5, beta=0.5))
+    copy("c", lambda c: c["validation"].update(mask_ratio=0.5))
+    with pytest.raises(RunError, match="validation mask ratio differs"):
+        build_report([tmp_path / "runs"], tmp_path / "rep")
+    result = build_report([tmp_path / "runs"], tmp_path / "rep", allow_mixed=True)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.index("Mixed settings") < md.index("## Runs") and "validation mask ratio differs" in md
+    # configurations are named by resolved values: the loss group by its name, the rest key=value
+    assert {r["config"] for r in result["table"]} == {"loss=balanced validation.mask_ratio=0.75",
+                                                       "loss=equal validation.mask_ratio=0.75",
+                                                       "loss=balanced validation.mask_ratio=0.5"}
+
+
+def test_report_groups_by_resolved_values_not_override_text(trained_run, tmp_path):
+    for seed, text in ((0, "False"), (1, "false")):
+        run = tmp_path / "runs" / str(seed)
+        shutil.copytree(trained_run, run)
+        cfg = yaml.safe_load((run / "config_resolved.yaml").read_text())
+        cfg["seed"] = cfg["data"]["seed"] = seed  # two replicates of one configuration
+        (run / "config_resolved.yaml").write_text(yaml.safe_dump(cfg))
+        (run / ".hydra").mkdir(exist_ok=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- augment.enabled={text}\n")
+    result = build_report([tmp_path / "runs"], tmp_path / "rep")
+    assert {r["config"] for r in result["table"]} == {"all runs"} and result["stats"]["all runs"]["n"] == 2

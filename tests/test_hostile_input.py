@@ -189,7 +189,7 @@ def many_layers_pth(env: Env) -> Path:
     return path
 
 
-# --- checkpoints of the wrong kind --------------------------------------------------------------------------------------
+# --- checkpoints of the wrong kind ------------------------------------------------------------------------------------
 def saved(env: Env, obj, name: str) -> Path:
     path = env.tmp / name
     torch.save(obj, path)
@@ -251,7 +251,7 @@ def rewrite_index(env: Env, encoding: str | None = None, raw: bytes | None = Non
     (env.data / "index.csv").write_bytes(raw if raw is not None else text.encode(encoding))
 
 
-# --- run folders ---------------------------------------------------------------------------------------------------------
+# --- run folders -----------------------------------------------------------------------------------------------------
 def finished_run_in(env: Env) -> list[str]:
     out = env.tmp / "used"
     assert subprocess.run([sys.executable, "-m", *train(env, out=out)], capture_output=True).returncode == 0

@@ -7,4 +7,5 @@ from .index import DataError, Sequence, read_index
 from .splits import SplitConfig, split_sequences
 
 __all__ = ["AugmentConfig", "ClipDataset", "DataError", "Sequence", "SplitConfig", "TactileDataModule",
-           "augment_clips", "build_datamodule", "clip_id", "normalize", "read_index", "split_sequences", "to_float_clips"]
+           "augment_clips", "build_datamodule", "clip_id", "normalize", "read_index", "split_sequences",
+           "to_float_clips"]

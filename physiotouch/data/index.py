@@ -76,8 +76,9 @@ def _index_text(path: Path) -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:
-        raise DataError(f"index file '{path}' is not {encoding.upper().removesuffix('-SIG')} text (byte {raw[err.start:err.start + 1]!r} at "
-                        f"offset {err.start}); save it as UTF-8 CSV") from None
+        name = encoding.upper().removesuffix("-SIG")
+        raise DataError(f"index file '{path}' is not {name} text (byte {raw[err.start:err.start + 1]!r} at offset "
+                        f"{err.start}); save it as UTF-8 CSV") from None
 
 
 def read_index(index: str | Path, label_regex: str = DEFAULT_LABEL_REGEX) -> tuple[list[Sequence], list[IndexProblem]]:

@@ -85,7 +85,8 @@ def _present(per_class: torch.Tensor, y: np.ndarray) -> float:
     return float(per_class[np.unique(y)].mean())
 
 
-def time_split_mask(t: np.ndarray, start: np.ndarray, end: np.ndarray, cfg: ProbeConfig) -> tuple[np.ndarray, np.ndarray]:
+def time_split_mask(t: np.ndarray, start: np.ndarray, end: np.ndarray,
+                    cfg: ProbeConfig) -> tuple[np.ndarray, np.ndarray]:
     """Fit windows end before the cut; test windows start (t-3) at least `gap` frames after it."""
     cut = start + cfg.time_split * (end - start)
     return t < cut, (t - 3) >= cut + cfg.gap

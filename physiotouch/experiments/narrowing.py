@@ -65,7 +65,8 @@ def narrow(distribution: BaseDistribution, values: list, rule: NarrowingRule) ->
     if isinstance(distribution, (LogUniformDistribution, IntLogUniformDistribution)):
         lo, hi = _span(math.log(distribution.low), math.log(distribution.high), [math.log(v) for v in values], rule)
         if isinstance(distribution, IntLogUniformDistribution):
-            lo_i, hi_i = max(distribution.low, math.floor(math.exp(lo))), min(distribution.high, math.ceil(math.exp(hi)))
+            lo_i = max(distribution.low, math.floor(math.exp(lo)))
+            hi_i = min(distribution.high, math.ceil(math.exp(hi)))
             return IntLogUniformDistribution(lo_i, max(lo_i, hi_i))
         return LogUniformDistribution(math.exp(lo), math.exp(hi))
     if isinstance(distribution, (IntUniformDistribution, DiscreteUniformDistribution)):

@@ -31,8 +31,9 @@ import optuna
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
+
+from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
 from .narrowing import NarrowingRule, describe, fine_search_space
 from .search_report import write_search_report

@@ -21,19 +21,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from .runs import Run, RunError, check_comparable, find_runs  # noqa: E402
+from .runs import Run, RunError, check_comparable, commits, find_runs, flat  # noqa: E402
 
-IGNORED_OVERRIDE_PREFIXES = ("seed=", "data.split.fold=", "hydra.", "paths.", "data.root=", "data.index=",
-                             "data.cache_dir=")
+# Resolved settings that differ between replicates of one configuration, or only name where a run was written.
+REPLICATE_KEYS = ("seed", "data.seed", "data.split.fold", "paths.", "hydra.", "callbacks.", "logger.", "data.root",
+                  "data.index", "data.cache_dir", "trainer.default_root_dir", "ckpt_path", "task_name", "tags")
 
 
 def config_notes(runs: list[Run]) -> dict[Path, str]:
-    """A run's configuration = the overrides that vary between the runs, seed and K-fold fold excluded."""
-    per_run = {r.path: {o.split("=", 1)[0]: o for o in r.overrides if not o.startswith(IGNORED_OVERRIDE_PREFIXES)}
-               for r in runs}
+    """A run's configuration = its resolved settings that vary between the runs (`loss.name=equal`), replicates'
+    own settings (seed, K-fold fold, paths) excluded. Resolved values, so `False` and `false` are one setting."""
+    per_run = {r.path: {k: v for k, v in flat(r.config).items() if not k.startswith(REPLICATE_KEYS)} for r in runs}
     keys = sorted({k for d in per_run.values() for k in d})
-    varying = [k for k in keys if len({d.get(k) for d in per_run.values()}) > 1]
-    return {p: " ".join(d.get(k, f"{k}=(default)") for k in varying) or "all runs" for p, d in per_run.items()}
+    varying = [k for k in keys if len({repr(d.get(k)) for d in per_run.values()}) > 1]
+    # A config group chosen by name (loss=equal) reads as that choice; its keys that the name alone decides are
+    # not repeated, the ones set on top of it are (loss=equal loss.alpha=0.3).
+    named = {k[:-len(".name")] for k in varying if k.endswith(".name") and "." not in k[:-len(".name")]}
+
+    def decided_by_name(key: str) -> bool:
+        group = key.split(".")[0]
+        seen: dict[str, str] = {}  # the group's name -> this key's value under it
+        return group in named and all(seen.setdefault(repr(d.get(f"{group}.name")), repr(d.get(key))) ==
+                                      repr(d.get(key)) for d in per_run.values())
+
+    def note(d: dict) -> str:
+        parts = [f"{k[:-len('.name')]}={_value(d.get(k))}" if k[:-len(".name")] in named and k.endswith(".name")
+                 else f"{k}={_value(d.get(k))}" for k in varying if k.endswith(".name") or not decided_by_name(k)]
+        return " ".join(parts) or "all runs"
+
+    return {p: note(d) for p, d in per_run.items()}
+
+
+def _value(v) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def summarise(values: list[float]) -> dict:
@@ -79,11 +99,12 @@ def _fmt(x, digits: int = 4) -> str:
 
 
 def build_report(folders: list[Path], out: Path | None = None, main: str = "val/objective", main_mode: str = "min",
-                 secondary: str = "val/loss_pred", secondary_mode: str = "min") -> dict:
+                 secondary: str = "val/loss_pred", secondary_mode: str = "min", allow_mixed: bool = False) -> dict:
     runs, skipped = find_runs(folders)
     for line in skipped:
         print(f"warning: skipped {line}", file=sys.stderr)
-    check_comparable(runs)
+    mixed = check_comparable(runs, allow_mixed)
+    code = commits(runs)
     for metric in (main, secondary):
         if not any(r.metric(metric) is not None for r in runs):
             known = sorted({k for r in runs for row in r.history for k in row if k.startswith("val/")} |
@@ -98,7 +119,8 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
         best = r.best_row(main, main_mode)
         table.append({"run": str(r.path), "config": notes[r.path], "scheme": r.scheme, "seed": r.seed,
                       "replicate": r.replicate,
-                      main: r.metric(main, main_mode), secondary: best.get(secondary, r.metric(secondary, secondary_mode)),
+                      main: r.metric(main, main_mode),
+                      secondary: best.get(secondary, r.metric(secondary, secondary_mode)),
                       "best_epoch": best.get("epoch"), "train_seconds": r.summary.get("summary/total_time_seconds"),
                       "checkpoint": r.checkpoint_id(), "health": r.health.get("overall", "-"),
                       **{k: r.eval_metrics.get(k) for k in extra}})
@@ -119,12 +141,18 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
              _metric_bars(per_config, stats_rows, main, out), _weights_overview(runs, notes, out)]
     md = _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_mode, secondary, extra,
                    best_run, best_summary, plots)
+    notices = [f"**Mixed settings (--allow-mixed): these runs' numbers are not comparable.** {m}" for m in mixed]
+    if len(code) > 1:
+        notices.append("**Warning: the runs were made with different code:** " + "; ".join(
+            f"`{c[:12]}{'+dirty' if c.endswith('+dirty') else ''}` ({len(p)} runs)" for c, p in code.items()))
     if skipped:
+        notices.append("**Skipped run folders:**\n" + "".join(f"- {s}\n" for s in skipped))
+    if notices:
         head, rest = md.split("\n", 1)
-        md = head + "\n\n**Skipped run folders:**\n" + "".join(f"- {s}\n" for s in skipped) + rest
+        md = head + "\n\n" + "\n\n".join(notices) + "\n" + rest
     (out / "report.md").write_text(md)
     return {"table": table, "stats": stats_rows, "comparisons": comparisons, "best": best_run, "out": str(out),
-            "skipped": skipped}
+            "skipped": skipped, "mixed": mixed}
 
 
 def _write_csv(path: Path, table: list[dict], stats_rows: dict, main: str) -> None:
@@ -147,13 +175,15 @@ def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_
              f"({'lower' if main_mode == 'min' else 'higher'} is better, best epoch of each run), secondary "
              f"`{secondary}` at that epoch. Validation split only.", "",
              "## Runs", "",
-             "| Run | Config | Replicate | " + f"{main} (val) | {secondary} (val) | " + "".join(f"{k} | " for k in extra)
+             "| Run | Config | Replicate | " + f"{main} (val) | {secondary} (val) | " +
+             "".join(f"{k} | " for k in extra)
              + "Training time | Checkpoint | Health |",
              "|---" * (8 + len(extra)) + "|"]
     for r in table:
         t = r["train_seconds"]
         duration = f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d}" if t else "-"
-        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['replicate']} | {_fmt(r[main])} | {_fmt(r[secondary])}"
+        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['replicate']} | {_fmt(r[main])} | "
+                     f"{_fmt(r[secondary])}"
                      f" | " + "".join(f"{_fmt(r[k])} | " for k in extra) + f"{duration} | {r['checkpoint']} | "
                      f"{r['health']} |")
     lines += ["", "## Per configuration (mean ± std, 95% CI over seeds / folds)", "",
@@ -169,7 +199,8 @@ def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_
             lines.append(f"| {c['a']} | {c['b']} | {', '.join(map(str, c['shared'])) or '-'} | "
                          f"{_fmt(c['mean_diff'])} | {_fmt(c['p_value'], 3)} | {_fmt(c['p_holm'], 3)} |")
         lines.append("\nA comparison needs at least 2 shared replicates; '-' means it could not be made.")
-    lines += ["", "## Health verdicts", "", "| Run | Config | Replicate | overall | failed rules |", "|---|---|---|---|---|"]
+    lines += ["", "## Health verdicts", "", "| Run | Config | Replicate | overall | failed rules |",
+              "|---|---|---|---|---|"]
     by_path = {str(r.path): r for r in runs}
     for r in table:
         h = by_path[r["run"]].health

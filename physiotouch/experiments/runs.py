@@ -98,7 +98,8 @@ def load_run(path: Path) -> Run:
     history = _json(path / run_folder.HISTORY)
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         raise RunError(f"'{path / run_folder.HISTORY}' is not a list of epoch rows")
-    return Run(path=path, config=_yaml(path / ".hydra" / "config.yaml", dict),
+    resolved = path / run_folder.CONFIG  # every value resolved; older runs only have Hydra's composed config
+    return Run(path=path, config=_yaml(resolved if resolved.is_file() else path / ".hydra" / "config.yaml", dict),
                overrides=[str(o) for o in _yaml(path / ".hydra" / "overrides.yaml", list)],
                run_info=_json(path / run_folder.RUN_INFO), splits=_json(path / run_folder.SPLITS),
                history=history, summary=_json(path / run_folder.SUMMARY, {}),
@@ -132,7 +133,28 @@ def find_runs(folders: list[Path]) -> tuple[list[Run], list[str]]:
     return runs, skipped
 
 
-def check_comparable(runs: list[Run]) -> None:
+def flat(config: dict, prefix: str = "") -> dict[str, object]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become tuples (hashable, comparable)."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+# Settings that change what val/objective measures: runs that differ in one are not compared (unless allowed).
+MUST_MATCH = {"validation mask ratio": ("validation.mask_ratio",), "norm_pix_loss": ("model.norm_pix_loss",),
+              "image size": ("model.encoder.image_size",),
+              "model size": tuple(f"model.{part}.{k}" for part in ("encoder", "decoder") for k in
+                                  ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"))}
+
+
+def check_comparable(runs: list[Run], allow_mixed: bool = False) -> list[str]:
+    """Refuse (RunError) runs of different data versions or splits, and, unless `allow_mixed`, runs that differ in
+    a setting of MUST_MATCH. -> the mixed settings (each a line), for the top of the report."""
     keys = {}
     for run in runs:
         keys.setdefault(run.split_key, []).append(run.path)
@@ -141,3 +163,27 @@ def check_comparable(runs: list[Run]) -> None:
                            f"{' ...' if len(v) > 3 else ''}" for k, v in keys.items())
         raise RunError("refusing to compare runs made on different data versions or splits:\n" + groups +
                        "\nReport each group separately (or rerun them on one split).")
+    mixed = []
+    for setting, cfg_keys in MUST_MATCH.items():
+        values: dict[tuple, list[Path]] = {}
+        for run in runs:
+            config = flat(run.config)
+            values.setdefault(tuple(config.get(k) for k in cfg_keys), []).append(run.path)
+        if len(values) > 1:
+            mixed.append(f"{setting} differs: " + "; ".join(
+                f"{', '.join(map(str, v)) if len(v) > 1 else v[0]} in {', '.join(p.name for p in paths[:3])}"
+                f"{' ...' if len(paths) > 3 else ''}" for v, paths in values.items()))
+    if mixed and not allow_mixed:
+        raise RunError("refusing to compare runs whose validation numbers measure different things:\n  " +
+                       "\n  ".join(mixed) + "\nReport them separately, or pass --allow-mixed (said at the top of "
+                                            "the report)")
+    return mixed
+
+
+def commits(runs: list[Run]) -> dict[str, list[Path]]:
+    """Code commit (with '+dirty') -> runs made with it."""
+    out: dict[str, list[Path]] = {}
+    for run in runs:
+        git = run.run_info.get("git") or {}
+        out.setdefault(f"{git.get('commit') or 'unknown'}{'+dirty' if git.get('dirty') else ''}", []).append(run.path)
+    return out

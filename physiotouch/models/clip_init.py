@@ -72,9 +72,11 @@ def load_clip_into(model: TactileVideoMAE, path: str | Path, video_embed_from_2d
     projection = state.pop("visual_projection.weight", None)
     state.pop("embeddings.position_ids", None)  # a buffer older checkpoints saved
     ours = model.encoder.state_dict()
-    bad = {k: (tuple(v.shape), tuple(ours[k].shape)) for k, v in state.items() if k in ours and v.shape != ours[k].shape}
+    bad = {k: (tuple(v.shape), tuple(ours[k].shape)) for k, v in state.items()
+           if k in ours and v.shape != ours[k].shape}
     if bad:
-        raise CheckpointError(f"CLIP directory '{path}': weight shapes disagree with the config: {list(bad.items())[:5]}")
+        raise CheckpointError(f"CLIP directory '{path}': weight shapes disagree with the config: "
+                              f"{list(bad.items())[:5]}")
     missing, unexpected = model.encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"CLIP directory '{path}': missing weights {missing[:6]}, unexpected {unexpected[:6]}")

@@ -84,9 +84,11 @@ class ModelConfig:
         if e.init not in ("random", "clip"):
             raise ConfigError(f"model.encoder.init must be 'random' or 'clip'; got '{e.init}'")
         if e.init == "clip" and not e.clip_path:
-            raise ConfigError("model.encoder.init=clip needs model.encoder.clip_path=DIR (a local CLIP checkpoint folder)")
+            raise ConfigError("model.encoder.init=clip needs model.encoder.clip_path=DIR (a local CLIP checkpoint "
+                              "folder)")
         if e.video_embed_init not in ("random", "clip_2d"):
-            raise ConfigError(f"model.encoder.video_embed_init must be 'random' or 'clip_2d'; got '{e.video_embed_init}'")
+            raise ConfigError(f"model.encoder.video_embed_init must be 'random' or 'clip_2d'; got "
+                              f"'{e.video_embed_init}'")
 
 
 def _known(kind, values: Mapping[str, Any], where: str, skip=()) -> dict:

@@ -126,8 +126,9 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluating the test split once: {target.checkpoint}")
     metrics = evaluate_test(model, datamodule, batch_size, mask_ratio, device)
-    entry = ledger.record(data_dir, key, {"checkpoint": str(target.checkpoint), "sha256": sha256_file(target.checkpoint),
-                                          "forced": bool(previous), "metrics": metrics})
+    entry = ledger.record(data_dir, key, {"checkpoint": str(target.checkpoint),
+                                          "sha256": sha256_file(target.checkpoint), "forced": bool(previous),
+                                          "metrics": metrics})
 
     out.mkdir(parents=True, exist_ok=True)
     _write_release(out, target, model, cfg, splits, metrics, entry, previous, name)
@@ -221,7 +222,8 @@ def results_block(release_dir: Path) -> str:
              f"blr {s['optim']['blr']}, precision {s['precision']}", "",
              "| split | objective | loss_static | loss_recon | loss_pred | object probe acc | sensor probe acc |",
              "|---|---|---|---|---|---|---|",
-             f"| validation (best epoch {int(v.get('summary/best_epoch', -1))}) | {f(v.get('summary/best_loss'))} | - | - | - "
+             f"| validation (best epoch {int(v.get('summary/best_epoch', -1))}) | {f(v.get('summary/best_loss'))} "
+             f"| - | - | - "
              f"| {probe(val, 'val', 'object')} | {probe(val, 'val', 'sensor')} |",
              f"| test (evaluated once) | {f(t.get('test/objective'))} | {f(t.get('test/loss_static'))} | "
              f"{f(t.get('test/loss_recon'))} | {f(t.get('test/loss_pred'))} | {probe(t, 'test', 'object')} "

@@ -70,7 +70,8 @@ class PretrainModule(L.LightningModule):
         # model.compile: the training forward passes through torch.compile (compiled on first use; the weights and
         # their names are the model's own, so checkpoints do not change).
         compile_ = torch.compile if self.model.cfg.compile else (lambda fn: fn)
-        self._forward_video, self._forward_image = compile_(self.model.forward_video), compile_(self.model.forward_image)
+        self._forward_video = compile_(self.model.forward_video)
+        self._forward_image = compile_(self.model.forward_image)
         self.run_id: str | None = None  # stamped into every checkpoint: finalize checks a checkpoint is the run's own
         self.history: list[dict[str, float]] = []  # one row per finished epoch (and the initial validation)
         self.best_train_loss = math.inf
@@ -139,7 +140,8 @@ class PretrainModule(L.LightningModule):
         else:
             out = self._forward_video(clips, noise)
             total, mode = cfg.training_dynamic(out["loss_recon"], out["loss_pred"]), MODE_DYNAMIC
-        if self.debug.get("inject_nan_at_step") is not None and self.global_step >= int(self.debug["inject_nan_at_step"]):
+        nan_step = self.debug.get("inject_nan_at_step")
+        if nan_step is not None and self.global_step >= int(nan_step):
             total = total * float("nan")
         self._guard_finite(total, batch_idx)
         self._log_batch(out, total, mode, batch_idx, b, weights)

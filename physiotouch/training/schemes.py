@@ -45,7 +45,8 @@ class LossConfig:
         if self.mode not in ("joint", "alternating"):
             raise ConfigError(f"loss.mode must be 'joint' or 'alternating'; got {self.mode!r}")
         if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta <= 0:
-            raise ConfigError(f"loss.alpha and loss.beta must be >= 0 with a positive sum; got {self.alpha}, {self.beta}")
+            raise ConfigError(f"loss.alpha and loss.beta must be >= 0 with a positive sum; got {self.alpha}, "
+                              f"{self.beta}")
         if not 0.0 <= self.static_ratio <= 1.0:
             raise ConfigError(f"loss.static_ratio must lie in [0, 1]; got {self.static_ratio}")
 
