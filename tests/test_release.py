@@ -210,3 +210,35 @@ def test_corrupt_or_malicious_last_checkpoint_gives_a_clear_error(small_data, tm
     atomic_torch_save({"state_dict": {}, "x": Exploit()}, last)
     res = subprocess.run(_cmd(small_data, out, f"ckpt_path={last}"), capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 2 and "refused to load" in res.stderr and not (tmp_path / "PWNED").exists()
+
+
+def test_a_copied_run_with_another_data_folder_cannot_look_again(trained_run, tmp_path):
+    run, root = release_copy(trained_run, tmp_path), docs(tmp_path)
+    finalize(run, tmp_path / "rel", docs_root=root, log=lambda *_: None)
+    assert (tmp_path / "rel" / "test_ledger.json").is_file()  # the ledger is kept with the release
+    assert (root / "releases" / "test_ledger.json").is_file()  # and in the project's own ledger
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy / "run")
+    cfg_file = copy / "run" / "config_resolved.yaml"
+    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg["paths"]["data_dir"] = str(tmp_path / "another_datadir")  # a data folder with no ledger of its own
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    summary = json.loads((copy / "run" / "summary.json").read_text())
+    summary["best_checkpoint"] = str(copy / "run" / "checkpoints" / Path(summary["best_checkpoint"]).name)
+    (copy / "run" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ReleaseError, match="already evaluated"):
+        finalize(copy / "run", tmp_path / "rel2", docs_root=root, log=lambda *_: None)
+    assert not (tmp_path / "another_datadir" / "test_ledger.json").exists()  # refused before looking
+
+
+def test_a_split_that_trains_on_tested_objects_is_refused(trained_run, tmp_path):
+    run, root = release_copy(trained_run, tmp_path), docs(tmp_path)
+    finalize(run, tmp_path / "rel", docs_root=root, log=lambda *_: None)
+    splits = json.loads((run / "splits.json").read_text())
+    tested = splits["groups"]["test"]
+    # another split (as a new data.split.seed gives): one of the tested objects now trains, another tests
+    splits["groups"]["train"], splits["groups"]["test"] = splits["groups"]["train"][1:] + tested, \
+        splits["groups"]["train"][:1]
+    (run / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(ReleaseError, match=f"earlier release tested \\({', '.join(sorted(tested))}"):
+        finalize(run, tmp_path / "rel2", docs_root=root, log=lambda *_: None)

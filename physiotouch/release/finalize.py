@@ -109,13 +109,21 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     data_dir, mask_ratio = Path(str(_setting(cfg, target, "paths", "data_dir"))), \
         float(_setting(cfg, target, "validation", "mask_ratio"))
     key = ledger.split_key(splits)
-    previous = ledger.entries(data_dir, key)
+    ledgers = ledger.known_ledgers(docs_root, data_dir)
+    previous = ledger.entries(ledgers, key)
     if previous and not force:
         first = previous[0]
-        raise ReleaseError(f"the test split of data version {splits['data_version']} was already evaluated on "
-                           f"{first['when']} for {first['checkpoint']} (ledger {data_dir / ledger.LEDGER}). The test "
-                           f"set is looked at once; use --force to evaluate it again (recorded in the release and "
-                           f"the README)")
+        raise ReleaseError(f"the test objects of this split ({', '.join(splits['groups']['test'])}) were already "
+                           f"evaluated on {first['when']} for {Path(first['checkpoint']).name} (ledgers: "
+                           f"{', '.join(map(str, ledgers))}). The test set is looked at once: release on objects no "
+                           f"one has tested, or use --force to look again (recorded in the release and the README)")
+    seen_split = set(splits["groups"].get("train", [])) | set(splits["groups"].get("val", []))
+    reused = {g: e for g, e in ledger.tested_groups(ledgers).items() if g in seen_split}
+    if reused and not force:
+        raise ReleaseError(f"this run trains or validates on objects that an earlier release tested "
+                           f"({', '.join(sorted(reused))}; first tested on {min(e['when'] for e in reused.values())}): "
+                           f"its numbers would not be on unseen objects. Choose a split whose train and validation "
+                           f"avoid them, or name this with --force (recorded)")
 
     datamodule = build_datamodule(cfg.get("data") or {}, str(target.run / run_folder.CONFIG))
     datamodule.prepare_data()
@@ -126,11 +134,14 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluating the test split once: {target.checkpoint}")
     metrics = evaluate_test(model, datamodule, batch_size, mask_ratio, device)
-    entry = ledger.record(data_dir, key, {"checkpoint": str(target.checkpoint),
-                                          "sha256": sha256_file(target.checkpoint), "forced": bool(previous),
-                                          "metrics": metrics})
-
     out.mkdir(parents=True, exist_ok=True)
+    project_ledger = docs_root / "releases" / ledger.LEDGER
+    project_ledger.parent.mkdir(parents=True, exist_ok=True)
+    entry = ledger.record([project_ledger, out / ledger.LEDGER, data_dir / ledger.LEDGER], key, {
+        "checkpoint": str(target.checkpoint), "sha256": sha256_file(target.checkpoint), "release": name,
+        "data_version": splits["data_version"], "split": splits.get("split"), "test_groups": splits["groups"]["test"],
+        "forced": bool(previous or reused), "reused_tested_groups": sorted(reused), "metrics": metrics})
+
     _write_release(out, target, model, cfg, splits, metrics, entry, previous, name)
     docs = {"Task.md": docs_root / "Task.md", "README.md": docs_root / "README.md"}
     block = results_block(out)
@@ -138,8 +149,8 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
         if doc.is_file():
             replace_block(doc, block)
     if tag:
-        files = [str(p.relative_to(docs_root)) for p in docs.values() if p.is_file()]
-        subprocess.run(["git", "add", *files], cwd=docs_root, check=True)
+        files = [str(p.relative_to(docs_root)) for p in [*docs.values(), project_ledger] if p.is_file()]
+        subprocess.run(["git", "add", "-f", *files], cwd=docs_root, check=True)  # -f: the ledger under releases/
         subprocess.run(["git", "commit", "-q", "-m", f"Release {tag}: final settings and results"], cwd=docs_root,
                        check=True)
         subprocess.run(["git", "tag", "-a", tag, "-m", f"physiotouch release {tag} ({out})"], cwd=docs_root,
@@ -176,7 +187,8 @@ def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, me
                             "max_epochs": cfg["trainer"]["max_epochs"], "batch_size": cfg["data"]["batch_size"],
                             "precision": run_info.get("precision")},
                "validation": {k: v for k, v in summary.items() if k.startswith("summary/")},
-               "test": metrics, "test_evaluations_before": previous, "forced": bool(previous)}
+               "test": metrics, "test_evaluations_before": previous, "forced": entry["forced"],
+               "reused_tested_groups": entry.get("reused_tested_groups", [])}
     (out / "release.json").write_text(json.dumps(release, indent=2, default=str))
     overrides = " ".join(run_info.get("overrides", []))
     commit = (run_info.get("git") or {}).get("commit") or "<commit>"
@@ -207,8 +219,14 @@ def results_block(release_dir: Path) -> str:
         return f(acc) + (f" ({int(classes)} classes)" if classes else "")
 
     loss = s["loss"]
-    weights = (f"α={loss['alpha']}, β={loss['beta']}" if loss.get("balancer", "fixed") == "fixed" else
-               f"{loss['balancer']} balancing from α={loss['alpha']}, β={loss['beta']}")
+    weights = f"α={loss['alpha']}, β={loss['beta']}"
+    if loss.get("balancer", "fixed") != "fixed":  # the weights used come from the release's history, not the config
+        history = json.loads((release_dir / "history.json").read_text()) if (release_dir / "history.json").is_file() \
+            else []
+        best = next((row for row in history if row.get("epoch") == v.get("summary/best_epoch")), {})
+        used = (f"; weights used in the best epoch α={best['epoch/alpha']:.3f}, β={best['epoch/beta']:.3f}"
+                if "epoch/alpha" in best else "")
+        weights = f"adaptive `{loss['balancer']}` balancing{used}"
     trained = r.get("trained_at_commit") or {}
     lines = [BEGIN, f"Release **{r['name']}**, generated by `python -m physiotouch.finalize` on {r['created']} from "
              f"`releases/{release_dir.name}/release.json` (do not edit by hand).", "",
@@ -225,16 +243,21 @@ def results_block(release_dir: Path) -> str:
              f"| validation (best epoch {int(v.get('summary/best_epoch', -1))}) | {f(v.get('summary/best_loss'))} "
              f"| - | - | - "
              f"| {probe(val, 'val', 'object')} | {probe(val, 'val', 'sensor')} |",
-             f"| test (evaluated once) | {f(t.get('test/objective'))} | {f(t.get('test/loss_static'))} | "
+             f"| test ({'evaluated once' if not r['forced'] else 'not a first look: see below'}) | "
+             f"{f(t.get('test/objective'))} | {f(t.get('test/loss_static'))} | "
              f"{f(t.get('test/loss_recon'))} | {f(t.get('test/loss_pred'))} | {probe(t, 'test', 'object')} "
              f"| {f(t.get('test/probe_sensor_accuracy'))} |", "",
              "Object probes are fit and tested within each split's own objects (early vs late windows), so their "
              "accuracies are over different numbers of classes; the sensor probe is fit on the train split.", ""]
-    if r["forced"]:
-        lines.append(f"**Forced re-evaluation:** the test split had been evaluated {len(r['test_evaluations_before'])} "
-                     f"time(s) before (first: {r['test_evaluations_before'][0]['when']}, "
-                     f"{Path(r['test_evaluations_before'][0]['checkpoint']).name}).")
-    else:
+    before, reused = r["test_evaluations_before"], r.get("reused_tested_groups") or []
+    if before:
+        lines.append(f"**Forced re-evaluation (`--force`): these test objects had been evaluated {len(before)} time(s) "
+                     f"before** (first: {before[0]['when']}, {Path(before[0]['checkpoint']).name}), so this is not a "
+                     f"first look.")
+    if reused:
+        lines.append(f"**Forced (`--force`): the run trained or validated on objects an earlier release tested** "
+                     f"({', '.join(reused)}).")
+    if not (before or reused):
         lines.append("The test split was evaluated exactly once, for this release.")
     lines.append(END)
     return "\n".join(lines)
