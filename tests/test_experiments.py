@@ -253,3 +253,19 @@ def test_report_groups_by_resolved_values_not_override_text(trained_run, tmp_pat
         (run / ".hydra" / "overrides.yaml").write_text(f"- augment.enabled={text}\n")
     result = build_report([tmp_path / "runs"], tmp_path / "rep")
     assert {r["config"] for r in result["table"]} == {"all runs"} and result["stats"]["all runs"]["n"] == 2
+
+
+def test_paired_effect_ci_and_smallest_detectable_difference_match_references():
+    from scipy import stats
+    from statsmodels.stats.power import TTestPower
+
+    from physiotouch.experiments.replicates import paired
+
+    diffs = [0.012, -0.004, 0.02, 0.007, 0.015, 0.001]
+    got = paired(diffs)
+    ci = stats.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
+    assert (got["diff_ci95_low"], got["diff_ci95_high"]) == pytest.approx((ci.low, ci.high))
+    sd = stats.tstd(diffs)
+    assert got["effect_dz"] == pytest.approx(sum(diffs) / len(diffs) / sd)
+    d = TTestPower().solve_power(nobs=len(diffs), alpha=0.05, power=0.8, alternative="two-sided")
+    assert got["mdd"] == pytest.approx(d * sd, rel=1e-3)

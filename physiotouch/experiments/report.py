@@ -8,7 +8,6 @@ split number is ever read here.
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 import statistics
 import sys
@@ -19,9 +18,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from scipy import stats  # noqa: E402
 
+from .replicates import compare, holm, summarise  # noqa: E402,F401 - holm: used by tests through here
 from .runs import Run, RunError, check_comparable, commits, find_runs, flat  # noqa: E402
+
+# The composite objective's terms, shown beside it (each can also be the main metric: --main val/loss_pred).
+TERMS = ("val/loss_static", "val/loss_recon", "val/loss_pred")
 
 # Resolved settings that differ between replicates of one configuration, or only name where a run was written.
 REPLICATE_KEYS = ("seed", "data.seed", "data.split.fold", "paths.", "hydra.", "callbacks.", "logger.", "data.root",
@@ -56,42 +58,6 @@ def _value(v) -> str:
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def summarise(values: list[float]) -> dict:
-    n = len(values)
-    mean = statistics.fmean(values) if values else math.nan
-    std = statistics.stdev(values) if n >= 2 else math.nan
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n >= 2 else math.nan
-    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (several configurations compared at once). Comparisons without a p-value
-    (NaN: too few shared replicates) are not tests: they neither count in m nor get an adjusted value."""
-    tested = sorted((i for i, p in enumerate(pvalues) if not math.isnan(p)), key=lambda i: pvalues[i])
-    adjusted, running = [math.nan] * len(pvalues), 0.0
-    for rank, i in enumerate(tested):
-        running = max(running, min(1.0, (len(tested) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def compare(groups: dict[str, dict[int, float]]) -> list[dict]:
-    """Paired comparisons of every two configurations on the replicates (seeds, folds) they share (paired t-test,
-    Holm-adjusted)."""
-    rows = []
-    for a, b in itertools.combinations(sorted(groups), 2):
-        shared = sorted(set(groups[a]) & set(groups[b]))
-        diffs = [groups[a][s] - groups[b][s] for s in shared]
-        p = math.nan
-        if len(shared) >= 2 and any(abs(d) > 0 for d in diffs):
-            p = float(stats.ttest_rel([groups[a][s] for s in shared], [groups[b][s] for s in shared]).pvalue)
-        rows.append({"a": a, "b": b, "shared": shared, "mean_diff": statistics.fmean(diffs) if diffs else math.nan,
-                     "p_value": p})
-    for row, adj in zip(rows, holm([r["p_value"] for r in rows])):
-        row["p_holm"] = adj
-    return rows
-
-
 def _fmt(x, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -117,7 +83,8 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
     table = []
     for r in sorted(runs, key=lambda r: (notes[r.path], r.replicate)):
         best = r.best_row(main, main_mode)
-        table.append({"run": str(r.path), "config": notes[r.path], "scheme": r.scheme, "seed": r.seed,
+        table.append({**{k: best[k] for k in TERMS if k in best},  # the objective's terms at the chosen epoch
+                      "run": str(r.path), "config": notes[r.path], "scheme": r.scheme, "seed": r.seed,
                       "replicate": r.replicate,
                       main: r.metric(main, main_mode),
                       secondary: best.get(secondary, r.metric(secondary, secondary_mode)),
@@ -156,7 +123,7 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
 
 
 def _write_csv(path: Path, table: list[dict], stats_rows: dict, main: str) -> None:
-    fields = ["kind", *table[0].keys()]
+    fields = ["kind", *dict.fromkeys(k for row in table for k in row)]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -186,19 +153,28 @@ def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_
                      f"{_fmt(r[secondary])}"
                      f" | " + "".join(f"{_fmt(r[k])} | " for k in extra) + f"{duration} | {r['checkpoint']} | "
                      f"{r['health']} |")
+    terms = [k for k in TERMS if k not in (main, secondary) and any(k in r for r in table)]
     lines += ["", "## Per configuration (mean ± std, 95% CI over seeds / folds)", "",
-              f"| Config | n | {main} mean ± std | 95% CI | {secondary} mean ± std |", "|---|---|---|---|---|"]
+              f"| Config | n | {main} mean ± std | 95% CI | {secondary} mean ± std | " +
+              "".join(f"{k} mean ± std | " for k in terms), "|---|---|---|---|---|" + "---|" * len(terms)]
     for c, s in sorted(stats_rows.items(), key=lambda kv: kv[1]["mean"], reverse=main_mode == "max"):
         s2 = secondary_stats[c]
+        term_stats = [summarise([r[k] for r in table if r["config"] == c and r.get(k) is not None]) for k in terms]
         lines.append(f"| {c} | {s['n']} | {_fmt(s['mean'])} ± {_fmt(s['std'])} | [{_fmt(s['ci95_low'])}, "
-                     f"{_fmt(s['ci95_high'])}] | {_fmt(s2['mean'])} ± {_fmt(s2['std'])} |")
+                     f"{_fmt(s['ci95_high'])}] | {_fmt(s2['mean'])} ± {_fmt(s2['std'])} | " +
+                     "".join(f"{_fmt(t['mean'])} ± {_fmt(t['std'])} | " for t in term_stats))
     if comparisons:
-        lines += ["", "## Comparisons on shared seeds (paired t-test, Holm-adjusted)", "",
-                  "| A | B | shared replicates | mean(A − B) | p | p (Holm) |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Paired comparisons on shared replicates (paired t-test, Holm-adjusted)", "",
+                  "| A | B | shared replicates | mean(A − B) [95% CI] | d_z | smallest detectable | p | p (Holm) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c in comparisons:
             lines.append(f"| {c['a']} | {c['b']} | {', '.join(map(str, c['shared'])) or '-'} | "
-                         f"{_fmt(c['mean_diff'])} | {_fmt(c['p_value'], 3)} | {_fmt(c['p_holm'], 3)} |")
-        lines.append("\nA comparison needs at least 2 shared replicates; '-' means it could not be made.")
+                         f"{_fmt(c['mean_diff'])} [{_fmt(c['diff_ci95_low'])}, {_fmt(c['diff_ci95_high'])}] | "
+                         f"{_fmt(c['effect_dz'], 3)} | {_fmt(c['mdd'])} | {_fmt(c['p_value'], 3)} | "
+                         f"{_fmt(c['p_holm'], 3)} |")
+        lines.append("\nA comparison needs at least 2 shared replicates; '-' means it could not be made. The smallest "
+                     "detectable difference is what a paired t-test on these replicates finds with 80% power at "
+                     "5%: a |mean(A − B)| below it is no detectable difference, not evidence of none.")
     lines += ["", "## Health verdicts", "", "| Run | Config | Replicate | overall | failed rules |",
               "|---|---|---|---|---|"]
     by_path = {str(r.path): r for r in runs}
