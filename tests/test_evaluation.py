@@ -126,3 +126,36 @@ def test_a_probe_metric_can_be_the_sweep_objective(small_data, tmp_path, make_cf
                                    "eval.robustness.enabled=false", "eval.examples=1", "eval.probe.gap=0"))
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["metric"] == metrics["val/probe_sensor_macro_f1"]
+
+
+def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp_path):
+    import json
+
+    import numpy as np
+
+    from physiotouch.checkpoints import load_model
+    from physiotouch.data import build_datamodule
+    from physiotouch.evaluation.run import EvalConfig, run_evaluation
+    from physiotouch.run_folder import read_yaml
+
+    cfg = read_yaml(trained_run / "config_resolved.yaml")
+    model, _ = load_model(trained_run / "checkpoints" / "last.ckpt")
+    datamodule = build_datamodule(cfg["data"])
+    datamodule.setup()
+    metrics = run_evaluation(model, datamodule, EvalConfig(robustness={"enabled": False}), tmp_path)
+    controls = json.loads((tmp_path / "metrics.json").read_text())["controls"]
+    for key in ("val/probe_sensor_accuracy", "val/probe_sensor_macro_f1", "val/probe_sensor_knn_accuracy"):
+        assert set(controls[key]) == {"raw_pixels", "untrained", "majority", "beats_controls"}
+        assert all(isinstance(controls[key][c], float) for c in ("raw_pixels", "untrained", "majority"))
+    # the majority control, recomputed here from the split's labels: train's commonest sensor, scored on val
+    train_sensors = [datamodule.labels["sensor"][s.sensor] for s in datamodule.datasets["train"].sequences
+                     for _ in range(s.num_windows)]
+    val_sensors = np.array([datamodule.labels["sensor"][s.sensor] for s in datamodule.datasets["val"].sequences
+                            for _ in range(s.num_windows)])
+    expected = float((val_sensors == np.bincount(train_sensors).argmax()).mean())
+    assert controls["val/probe_sensor_accuracy"]["majority"] == pytest.approx(expected)
+    # reconstruction beside its baselines on the same patches; frame 4's copy baseline is frame 3
+    assert controls["val/recon_pred"]["copy_last_visible_frame"] == metrics["val/recon_copy_frame3"]
+    assert {"mean_frame", "beats_controls"} <= set(controls["val/recon_static"])
+    report = (tmp_path / "report.md").read_text()
+    assert "## Controls" in report and "| val/probe_sensor_accuracy |" in report

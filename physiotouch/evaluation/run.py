@@ -13,6 +13,7 @@ import numpy as np
 from torch.utils.data import Subset
 
 from . import plots
+from .controls import control_metrics, controls_for
 from .encoder import encode
 from .features import example_outputs
 from .probes import (
@@ -64,6 +65,8 @@ def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:
     for i in range(1, 5):
         m[f"val/recon_frame{i}"] = float(val[f"frame{i}"].mean())
     m["val/pred_beats_copy_fraction"] = float((val["pred"] < val["copy_frame3"]).mean())
+    for term in ("static", "recon", "pred"):  # the mean-frame baseline on the patches each term scores
+        m[f"val/recon_{term}_mean_frame"] = float(val[f"mean_{term}"].mean())
     groups = {}
     for by in ("object_name", "sensor_name"):
         table = {}
@@ -91,8 +94,10 @@ def robustness(model, datasets: dict, clean: dict, vocab: dict, cfg: EvalConfig,
         for strength in strengths:
             perturb = make_perturbation(kind, float(strength))
             x = train["x"].copy()  # rows the probes do not test keep their clean features (never read)
-            x[tested] = encode(model, tested_clips, cfg.batch_size, cfg.mask_ratio, errors=False, perturb=perturb,
+            perturbed = encode(model, tested_clips, cfg.batch_size, cfg.mask_ratio, errors=False, perturb=perturb,
                                device=cfg.device, name="train")["x"]
+            if len(tested):
+                x[tested] = perturbed
             feats = {"train": {**train, "x": x},
                      "val": encode(model, datasets["val"], cfg.batch_size, cfg.mask_ratio, perturb=perturb,
                                    device=cfg.device, limit=cfg.max_clips, name="val")}
@@ -126,6 +131,9 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     metrics, curves = run_probes(feats, vocab, pcfg)
     recon, groups = reconstruction_metrics(feats["val"])
     metrics.update(recon)
+    controls = {**controls_for(metrics, control_metrics(model, datasets, feats, vocab, pcfg, cfg.batch_size,
+                                                        cfg.device, cfg.max_clips, datamodule.seed)),
+                **reconstruction_controls(metrics)}
 
     pictures = []
     for task, curve in curves.items():
@@ -159,13 +167,52 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
             for k, v in r.items():
                 if k.startswith("drop:"):
                     metrics[f"robust/{r['perturbation']}_{r['strength']:g}/{k[5:]}_drop"] = v
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    (out / "metrics.json").write_text(json.dumps({**metrics, "controls": controls}, indent=1, sort_keys=True))
     (out / "robustness.json").write_text(json.dumps(rows, indent=1))
-    _write_report(out, metrics, groups, rows, pictures, datamodule.record)
+    _write_report(out, metrics, groups, rows, pictures, datamodule.record, controls)
     return metrics
 
 
-def _write_report(out: Path, m: dict, groups: dict, rows: list[dict], pictures: list[Path], record: dict) -> None:
+def reconstruction_controls(m: dict[str, float]) -> dict[str, dict]:
+    """Each reconstruction term beside its baselines on the same patches (lower is better)."""
+    out = {}
+    for term, baselines in (("static", {"mean_frame": "val/recon_static_mean_frame"}),
+                            ("recon", {"mean_frame": "val/recon_recon_mean_frame"}),
+                            ("pred", {"copy_last_visible_frame": "val/recon_copy_frame3",
+                                      "mean_frame": "val/recon_pred_mean_frame"})):
+        row = {name: m[key] for name, key in baselines.items()}
+        row["beats_controls"] = all(m[f"val/recon_{term}"] < v for v in row.values())
+        out[f"val/recon_{term}"] = row
+    return out
+
+
+def _controls_section(m: dict, controls: dict) -> list[str]:
+    f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    shown = [k for k in controls if k.startswith(("val/probe_", "val/loso_")) and
+             k.endswith(("_accuracy", "_macro_f1", "_macro_auroc"))]
+    lines = ["## Controls: does each number beat them?", "",
+             "The same probe, fitted and tested on the same clips, on raw pixels (each frame pooled to 8×8), on an "
+             "untrained network of the same architecture, and the majority class. **no** marks a number that does "
+             "not beat all of its controls: it says nothing about the representation.", "",
+             "| metric | model | raw pixels | untrained | majority | beats all |", "|---|---|---|---|---|---|"]
+    for key in shown:
+        c = controls[key]
+        lines.append(f"| {key} | {f(m[key])} | {f(c['raw_pixels'])} | {f(c['untrained'])} | {f(c['majority'])} | "
+                     f"{'yes' if c['beats_controls'] else '**no**'} |")
+    lines += ["", "| reconstruction (validation, lower is better) | model | copy last visible frame | mean frame | "
+              "beats all |", "|---|---|---|---|---|"]
+    for key in ("val/recon_static", "val/recon_recon", "val/recon_pred"):
+        c = controls[key]
+        lines.append(f"| {key} | {f(m[key])} | {f(c.get('copy_last_visible_frame'))} | {f(c['mean_frame'])} | "
+                     f"{'yes' if c['beats_controls'] else '**no**'} |")
+    lines += ["", "Frames 1-3 are masked as tubes (a removed patch is removed in all three), so no visible frame "
+              "exists to copy there; the mean-frame baseline guesses each removed patch as the mean visible patch "
+              "of its frame, and frame 4 as the mean of frames 1-3.", ""]
+    return lines
+
+
+def _write_report(out: Path, m: dict, groups: dict, rows: list[dict], pictures: list[Path], record: dict,
+                  controls: dict) -> None:
     f = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["# Evaluation", "", f"Data version `{record['data_version']}`; train and validation splits only.", "",
              "## Probes on frozen features", "",
@@ -186,7 +233,7 @@ def _write_report(out: Path, m: dict, groups: dict, rows: list[dict], pictures: 
         lines += [f"| {k.split('_')[1]} | {f(m[k])} | {f(m[k.replace('accuracy', 'macro_f1')])} |" for k in loso]
         lines.append(f"\nLoSO drop against the all-sensor object probe: {f(m.get('val/loso_drop_points', '-'))} "
                      f"points (roadmap target: at most 5).")
-    lines += ["", "## Reconstruction on the validation split (fixed masks)", "",
+    lines += ["", *_controls_section(m, controls), "## Reconstruction on the validation split (fixed masks)", "",
               f"objective {f(m['val/recon_objective'])}; static {f(m['val/recon_static'])}, recon "
               f"{f(m['val/recon_recon'])}, pred {f(m['val/recon_pred'])}; frame 3 copied as frame 4: "
               f"{f(m['val/recon_copy_frame3'])}. Prediction beats the copy shortcut on "
