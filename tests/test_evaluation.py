@@ -84,7 +84,9 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
     history = json.loads((trained_run / "history.json").read_text())
     best = min(r["val/objective"] for r in history if r["epoch"] >= 0)
     assert m["val/recon_objective"] == pytest.approx(best, rel=1e-5)
-    assert all(isinstance(v, float) for v in json.loads((out / "metrics.json").read_text()).values())
+    written = json.loads((out / "metrics.json").read_text())
+    assert isinstance(written.pop("controls"), dict)  # issue 11: each probe's controls, under "controls"
+    assert all(isinstance(v, float) for v in written.values())
     pictures = sorted(out.glob("*.png"))
     assert len(pictures) >= 14
     index = (out / "index.md").read_text()
