@@ -117,10 +117,7 @@ def run_training(cfg: DictConfig) -> dict:
     preflight(output_dir, cfg.preflight.min_free_disk_mb)
     if rank_zero_only.rank != 0:  # DDP's other ranks: rank zero holds the folder
         return _train(cfg, output_dir)
-    with FolderLock(output_dir / run_folder.LOCK, "run folder") as lock:
-        if lock.took_over:
-            log.warning("run folder %s: the previous run (pid %s) had died; its temp files are removed", output_dir,
-                        lock.took_over.get("pid"))
+    with FolderLock(output_dir / run_folder.LOCK, "run folder"):  # a dead holder's lock is taken over (and said)
         for folder in (output_dir, output_dir / run_folder.CHECKPOINTS):
             for tmp in remove_stale_temps(folder):
                 log.info("removed %s, left by a killed write", tmp)
