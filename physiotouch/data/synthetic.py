@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from physiotouch.cli import ConfigError
+from physiotouch.utils.files import default_file_mode
 from physiotouch.utils.progress import progress
 
 GEOMETRIES = ("sphere", "edge", "cylinder", "ridged", "dotted", "flat", "ring", "cross", "pyramid", "wave",
@@ -225,6 +226,7 @@ def generate(cfg: SynthConfig) -> Path:
                         f"set made by physiotouch; choose another folder (data.root / --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(default_file_mode(folder=True))  # mkdtemp makes 0700: the set gets the user's normal permissions
     try:
         rows = []
         pairs = [(k, name, geo, s, sensor) for k, (name, geo) in enumerate(object_names(cfg.num_objects))

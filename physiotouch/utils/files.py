@@ -27,11 +27,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
-def default_file_mode() -> int:
-    """0666 less the umask: the permissions open() would give a new file."""
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def default_file_mode(folder: bool = False) -> int:
+    """The permissions open() (0666) or mkdir() (0777) would give, less the umask."""
+    return (0o777 if folder else 0o666) & ~current_umask()
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
