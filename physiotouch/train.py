@@ -150,7 +150,22 @@ def _run_id(output_dir: Path, ckpt_path: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as a tree, one branch per config group (`extras.print_config`)."""
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if OmegaConf.is_config(value) else f"{value}\n"
+        tree.add(str(key)).add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+    rich_print(tree)
+
+
 def _train(cfg: DictConfig, output_dir: Path) -> dict:
+    if (cfg.get("extras") or {}).get("print_config") and rank_zero_only.rank == 0:
+        print_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resume_checkpoint(cfg, output_dir)
     resume_from = check_resumable(ckpt_path, to_plain(cfg.model), cfg.trainer.max_epochs) if ckpt_path else None
@@ -178,7 +193,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict:
     except ValueError:  # composed outside a Hydra app (tests)
         pass
     info = run_info(cfg.seed, datamodule.record["data_version"], overrides, str(output_dir))
-    info["precision"], info["run_id"] = str(cfg.trainer.precision), module.run_id
+    info["precision"], info["run_id"], info["tags"] = str(cfg.trainer.precision), module.run_id, list(cfg.tags)
     _write(output_dir / run_folder.RUN_INFO, json.dumps(info, indent=2))
 
     if not ckpt_path and not cfg.trainer.get("fast_dev_run"):

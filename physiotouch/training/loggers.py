@@ -33,6 +33,7 @@ def configure_wandb(loggers: list, cfg: DictConfig) -> None:
         if not isinstance(lg, WandbLogger):
             continue
         run = lg.experiment
+        run.tags = tuple(run.tags or ()) + tuple(str(t) for t in cfg.get("tags") or ())
         stage = (cfg.get("search") or {}).get("stage")
         if stage:
             run.tags = tuple(run.tags or ()) + (f"search={stage}",)
