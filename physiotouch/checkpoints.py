@@ -72,6 +72,14 @@ def model_name(model_cfg: dict | ModelConfig) -> str:
         "an unreadable model config"
 
 
+def require_same_model(theirs: dict | ModelConfig, ours: dict | ModelConfig, what: str) -> None:
+    """`what` (a checkpoint named for the message) must hold weights of the configured model's size."""
+    if not same_model(theirs, ours):
+        raise CheckpointError(f"{what} was trained with {model_name(theirs)}, this run is configured with "
+                              f"{model_name(ours)}; add {model_name(theirs).split(' ')[0]} (or pick another "
+                              f"checkpoint)")
+
+
 def parameter_estimate(cfg: ModelConfig) -> int:
     """Weights of the transformer layers (attention 4·d², MLP 2·d·ff per layer): a lower bound, cheap to compute."""
     e, d = cfg.encoder, cfg.decoder
@@ -110,11 +118,7 @@ def check_resumable(path: str | Path, model_cfg: dict, max_epochs: int | None = 
     if "optimizer_states" not in ckpt or "loops" not in ckpt:
         raise CheckpointError(f"'{path}' holds weights only (no optimiser or loop state), so training cannot resume "
                               f"from it; start from its weights with init_from={path} instead")
-    theirs = ckpt["hyper_parameters"]["model_cfg"]
-    if not same_model(theirs, model_cfg):
-        raise CheckpointError(f"'{path}' was trained with {model_name(theirs)}, this run is configured with "
-                              f"{model_name(model_cfg)}; add {model_name(theirs).split(' ')[0]} (or pick another "
-                              f"checkpoint)")
+    require_same_model(ckpt["hyper_parameters"]["model_cfg"], model_cfg, f"'{path}'")
     loop = (ckpt["loops"].get("fit_loop") or {}).get("epoch_loop.state_dict") or {}
     epoch = int(ckpt.get("epoch", 0))
     if max_epochs is not None and epoch + 1 > max_epochs:
@@ -131,8 +135,9 @@ def load_model(path: str | Path) -> tuple[TactileVideoMAE, dict]:
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise CheckpointError(f"'{path}': its model config is not usable ({err})") from None
     cfg.encoder.init, cfg.encoder.clip_path = "random", None  # the weights come from the file
-    model = build_for_weights(cfg, model_state_from(ckpt), str(path))
-    missing, unexpected = model.load_state_dict(model_state_from(ckpt), strict=False)
+    state = model_state_from(ckpt)
+    model = build_for_weights(cfg, state, str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"'{path}' does not fit its own model config: missing {missing[:6]}, "
                               f"unexpected {unexpected[:6]}")

@@ -48,17 +48,14 @@ def resolve_precision(trainer_cfg: DictConfig) -> None:
 
 def load_initial_weights(module: PretrainModule, path: str) -> None:
     """`init_from`: a physiotouch checkpoint or a reference best.pth/last.pth, into the configured model."""
-    from physiotouch.checkpoints import load_checkpoint, model_name, model_state_from, same_model
+    from physiotouch.checkpoints import load_checkpoint, model_state_from, require_same_model
     from physiotouch.legacy import load_state_into
     from physiotouch.utils.safe_load import safe_torch_load
 
     raw = safe_torch_load(path, allow_namespace=True)
     if isinstance(raw, dict) and "state_dict" in raw:
         ckpt = load_checkpoint(path)
-        theirs = ckpt["hyper_parameters"]["model_cfg"]
-        if not same_model(theirs, module.model.cfg):
-            raise CheckpointError(f"init_from '{path}' was trained with {model_name(theirs)}, this run is configured "
-                                  f"with {model_name(module.model.cfg)}; add {model_name(theirs).split(' ')[0]}")
+        require_same_model(ckpt["hyper_parameters"]["model_cfg"], module.model.cfg, f"init_from '{path}'")
         missing, unexpected = module.model.load_state_dict(model_state_from(ckpt), strict=False)
         if missing or unexpected:
             raise CheckpointError(f"init_from '{path}' does not fit model config: missing {missing[:5]}, "

@@ -108,9 +108,8 @@ class TactileDataModule(L.LightningDataModule):
         self.on_bad_frames, self.seed, self.drop_last = on_bad_frames, int(seed), drop_last
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".physiotouch_cache"
         self.split_cfg = _build(SplitConfig, split or {}, "data.split")
-        self.synthetic = dict(synthetic) if synthetic else None
-        if self.synthetic is not None:
-            _build(SynthConfig, {"out": str(self.root), **self.synthetic}, "data.synthetic")
+        self.synthetic = _build(SynthConfig, {"out": str(self.root), **synthetic}, "data.synthetic") if synthetic \
+            else None
         self.cache_workers = cache_workers
         self.allow_outside_root = bool(allow_outside_root)
         self.datasets: dict[str, ClipDataset] = {}
@@ -120,7 +119,7 @@ class TactileDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         if self.synthetic is not None:
-            ensure_synthetic(_build(SynthConfig, {"out": str(self.root), **self.synthetic}, "data.synthetic"))
+            ensure_synthetic(self.synthetic)
 
     def _fail(self, problems: list[IndexProblem], what: str) -> None:
         shown = "\n  ".join(str(p) for p in problems[:SHOW_PROBLEMS])
@@ -161,7 +160,8 @@ class TactileDataModule(L.LightningDataModule):
         problems = quick_check(self.root, sequences, str(self.index))  # stat only: fails fast, before decoding
         if problems and self.on_bad_frames == "error":
             self._fail(problems, f"the {name} split's frames")
-        present = [s for s in sequences if self._worth_decoding(s)]
+        # Skip mode with problems: sequences whose frames are mostly absent are dropped before decoding.
+        present = [s for s in sequences if self._worth_decoding(s)] if problems else sequences
         cache = build_cache(self.root, present, self.image_size, self.cache_dir, version, self.cache_workers,
                             log=log.info)
         bad = {(f, t) for f, t, _ in cache.bad}

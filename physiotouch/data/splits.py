@@ -88,8 +88,8 @@ def data_version(root: str | Path, index: str | Path, sequences: list[Sequence])
         h.update(f"\n[{folder}]".encode())
         try:
             with os.scandir(root / folder) as it:
-                entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it
-                                 if e.name.endswith(".png"))
+                entries = sorted((e.name, st.st_size, st.st_mtime_ns) for e in it
+                                 if e.name.endswith(".png") and (st := e.stat()))
         except OSError:
             h.update(b"<unlistable>")
             continue

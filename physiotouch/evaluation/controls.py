@@ -15,7 +15,7 @@ from torch import nn
 from physiotouch.models import TactileVideoMAE
 
 from .encoder import encode
-from .probes import ProbeConfig, classification_metrics, probe_tasks, run_probes
+from .probes import ProbeConfig, classification_metrics, loso_folds, probe_tasks, run_probes
 
 CONTROLS = ("raw_pixels", "untrained", "majority")
 RAW_SIDE = 8
@@ -37,12 +37,10 @@ def majority_metrics(feats: dict, vocab: dict, pcfg: ProbeConfig) -> dict[str, f
             out.update({f"val/probe_{task}_{k}": v for k, v in _one_hot_scores(y_fit, y_test, n, pcfg).items()})
     objects = np.concatenate([feats["train"]["object"], feats["val"]["object"]])
     sensors = np.concatenate([feats["train"]["sensor"], feats["val"]["sensor"]])
-    for s, sensor in enumerate(vocab["sensor"]):  # leave one sensor out, as the probe does
-        held = sensors == s
-        if held.any() and not held.all():
-            scores = _one_hot_scores(objects[~held], objects[held], len(vocab["object"]), pcfg)
-            out[f"val/loso_{sensor}_object_accuracy"] = scores["accuracy"]
-            out[f"val/loso_{sensor}_object_macro_f1"] = scores["macro_f1"]
+    for sensor, held in loso_folds(sensors, objects, vocab):  # leave one sensor out, as the probe does
+        scores = _one_hot_scores(objects[~held], objects[held], len(vocab["object"]), pcfg)
+        out[f"val/loso_{sensor}_object_accuracy"] = scores["accuracy"]
+        out[f"val/loso_{sensor}_object_macro_f1"] = scores["macro_f1"]
     return out
 
 

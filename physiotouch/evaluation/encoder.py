@@ -80,7 +80,7 @@ def encode(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: int, ma
     accelerator, auto_precision = resolve_device(device)
     if limit and limit < len(ds):
         ds = Subset(ds, range(limit))
-    if len(ds) == 0:  # nothing to encode (e.g. no window late enough to test): an empty result, no pass
+    if len(ds) == 0:  # nothing to encode (e.g. no window late enough to test): counted, but nothing runs
         return {"x": np.zeros((0, 0), np.float32), "index": np.zeros(0, np.int64)}
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=accelerator == "gpu")
     model.eval()

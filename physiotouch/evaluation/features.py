@@ -7,8 +7,6 @@ copied as the prediction of frame 4 (the shortcut the reference's roadmap warns 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from physiotouch.data.augment import normalize, to_float_clips
@@ -37,16 +35,6 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
             "frame1": masked(err[:, :, 0]), "frame2": masked(err[:, :, 1]), "frame3": masked(err[:, :, 2]),
             "frame4": err[:, :, 3].mean(1), "copy_frame3": copy, "mean_static": masked(mean_err[:, :, 0]),
             "mean_recon": masked(mean_err.mean(-1)), "mean_pred": mean_pred}
-
-
-def encode_split(model: TactileVideoMAE, ds: ClipDataset, batch_size: int, mask_ratio: float,
-                 perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 device: str = "auto", limit: int | None = None, name: str = "split") -> dict:
-    """Features and per-clip errors of every clip of `ds` (one `Trainer.predict` pass: `encoder.encode`)."""
-    from .encoder import encode
-
-    return encode(model, ds, batch_size, mask_ratio, errors=True, perturb=perturb, device=device, limit=limit,
-                  name=name)
 
 
 @torch.no_grad()

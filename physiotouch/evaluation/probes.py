@@ -107,9 +107,18 @@ def probe_tasks(feats: dict, test_feats: dict, vocab: dict, cfg: ProbeConfig) ->
     }
 
 
+def loso_folds(sensors: np.ndarray, objects: np.ndarray, vocab: dict):
+    """Leave one sensor out: (sensor name, mask of its clips) for every sensor whose clips can be tested by an
+    object probe fitted on the other sensors' clips (at least two objects there)."""
+    for s, sensor in enumerate(vocab["sensor"]):
+        held = sensors == s
+        if held.any() and not held.all() and len(np.unique(objects[~held])) >= 2:
+            yield sensor, held
+
+
 def run_probes(feats: dict, vocab: dict, cfg: ProbeConfig, test_feats: dict | None = None
                ) -> tuple[dict[str, float], dict]:
-    """feats: `features.encode_split` results for 'train' and 'val'; test_feats: the same clips encoded otherwise
+    """feats: `encoder.encode` results for 'train' and 'val'; test_feats: the same clips encoded otherwise
     (perturbed inputs), used in place of the tested clips' features. -> (flat metrics, curves for the plots)."""
     metrics, curves = {}, {}
     test_feats = test_feats or feats
@@ -127,10 +136,7 @@ def run_probes(feats: dict, vocab: dict, cfg: ProbeConfig, test_feats: dict | No
                 metrics[f"val/probe_{task}_{kind}_{name}" if kind == "knn" else f"val/probe_{task}_{name}"] = value
             if kind == "linear":
                 curves[task] = {"proba": proba, "y": yt, "names": vocab[task]}
-    for s, sensor in enumerate(vocab["sensor"]):  # leave one sensor out
-        held = both["sensor"] == s
-        if held.all() or not held.any() or len(np.unique(both["object"][~held])) < 2:
-            continue
+    for sensor, held in loso_folds(both["sensor"], both["object"], vocab):
         proba = fit_predict("linear", both["x"][~held], both["object"][~held], both_test[held], n_obj, cfg)
         m = classification_metrics(proba, both["object"][held], n_obj, cfg.ece_bins)
         metrics[f"val/loso_{sensor}_object_accuracy"] = m["accuracy"]

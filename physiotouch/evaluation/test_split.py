@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import encode_split
+from .encoder import encode
 from .probes import ProbeConfig, classification_metrics, fit_predict, time_split_mask
 
 
@@ -16,8 +16,8 @@ def evaluate_test(model, datamodule, batch_size: int, mask_ratio: float, device:
                   probe: ProbeConfig | None = None) -> dict[str, float]:
     pcfg = probe or ProbeConfig()
     test_ds = datamodule.release_test_dataset()
-    test = encode_split(model, test_ds, batch_size, mask_ratio, None, device)
-    train = encode_split(model, datamodule.datasets["train"], batch_size, mask_ratio, None, device)
+    test = encode(model, test_ds, batch_size, mask_ratio, device=device, name="test")
+    train = encode(model, datamodule.datasets["train"], batch_size, mask_ratio, device=device, name="train")
     vocab = datamodule.record["labels"]
     m = {"test/clips": float(len(test["x"])),
          "test/objective": float((test["static"] + test["recon"] + test["pred"]).mean()),

@@ -163,11 +163,11 @@ def check_comparable(runs: list[Run], allow_mixed: bool = False) -> list[str]:
                            f"{' ...' if len(v) > 3 else ''}" for k, v in keys.items())
         raise RunError("refusing to compare runs made on different data versions or splits:\n" + groups +
                        "\nReport each group separately (or rerun them on one split).")
-    mixed = []
+    mixed, configs = [], {run.path: flat(run.config) for run in runs}
     for setting, cfg_keys in MUST_MATCH.items():
         values: dict[tuple, list[Path]] = {}
         for run in runs:
-            config = flat(run.config)
+            config = configs[run.path]
             values.setdefault(tuple(config.get(k) for k in cfg_keys), []).append(run.path)
         if len(values) > 1:
             mixed.append(f"{setting} differs: " + "; ".join(

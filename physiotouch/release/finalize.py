@@ -81,11 +81,10 @@ def check_own_checkpoint(target: Target, ckpt: dict, cfg: dict, run_info: dict) 
     if expected and stamped != expected:
         raise ReleaseError(f"'{target.checkpoint}' was not written by the run in '{target.run}' (run id {stamped} vs "
                            f"{expected} in run_info.json): it belongs to another run; finalize that run instead")
-    theirs = model_name(ckpt["hyper_parameters"]["model_cfg"])
-    ours = model_name(cfg.get("model") or {})
-    if not same_model(ckpt["hyper_parameters"]["model_cfg"], cfg.get("model") or {}):
-        raise ReleaseError(f"'{target.checkpoint}' holds a {theirs} model but the run '{target.run}' trained "
-                           f"{ours}: it is not this run's checkpoint")
+    theirs, ours = ckpt["hyper_parameters"]["model_cfg"], cfg.get("model") or {}
+    if not same_model(theirs, ours):
+        raise ReleaseError(f"'{target.checkpoint}' holds a {model_name(theirs)} model but the run '{target.run}' "
+                           f"trained {model_name(ours)}: it is not this run's checkpoint")
 
 
 def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
