@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -27,6 +28,7 @@ from physiotouch.config import register_resolvers, to_plain
 from physiotouch.config_checks import validate_train_config
 from physiotouch.data import build_datamodule
 from physiotouch.preflight import preflight
+from physiotouch.search.pruning import ReportToTrial, search_callbacks
 from physiotouch.training.callbacks import AtomicCheckpointIO, EpochSummary
 from physiotouch.training.health import check_health, format_health
 from physiotouch.training.loggers import ResumableCSVLogger, configure_wandb, finish_wandb
@@ -77,8 +79,10 @@ def build_trainer(cfg: DictConfig, output_dir: Path, resume_from: tuple[int, int
             lg.resume_from = resume_from
     configure_wandb(loggers, cfg)
     callbacks = [EpochSummary()] + [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks += search_callbacks(cfg.optimized_metric)  # inside a search: report to the trial, stop when pruned
     resolve_precision(cfg.trainer)
-    return hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+    plugins = [AtomicCheckpointIO(), *cluster_plugins()]
+    return hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins,
                                    accumulate_grad_batches=cfg.optim.accum_iter,
                                    gradient_clip_val=cfg.optim.grad_clip or None,  # 0 or null: no clipping
                                    _convert_="partial")
@@ -126,6 +130,8 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     that already holds a run is refused: it would overwrite that run's files."""
     ckpt_path = cfg.get("ckpt_path")
     last = output_dir / run_folder.CHECKPOINTS / "last.ckpt"
+    if not ckpt_path and requeued():
+        ckpt_path = "last"  # the cluster restarted this job after a timeout or preemption: continue it
     if ckpt_path == "last":  # restart after a kill or preemption: resume if this run folder has a last.ckpt
         ckpt_path = str(last) if last.is_file() else None
         log.info("ckpt_path=last: %s", f"resuming from {last}" if ckpt_path else "no last.ckpt yet, starting fresh")
@@ -134,6 +140,19 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
         raise ConfigError(f"run folder '{output_dir}' already holds a run ({held}); resume it with ckpt_path=last, "
                           f"or choose a new hydra.run.dir")
     return str(ckpt_path) if ckpt_path else None
+
+
+def requeued() -> bool:
+    """A SLURM job started again by a requeue (submitit's, after a timeout or preemption) sees a restart count."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def cluster_plugins() -> list:
+    """Under SLURM, submitit alone requeues a job (hydra/launcher=slurm: max_num_timeout): Lightning's own
+    auto-requeue would answer the same signal a second time, so it is turned off."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def _run_id(output_dir: Path, ckpt_path: str | None) -> str:
@@ -218,11 +237,12 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict:
     for lg in trainer.loggers:
         lg.log_metrics({**summary, **eval_metrics}, step=trainer.global_step)
         lg.save()
+    pruned_at = next((c.pruned_at for c in trainer.callbacks if isinstance(c, ReportToTrial)), None)
     result = {"metric": metric, "health": health, "output_dir": str(output_dir), "history": history,
               "best_checkpoint": best_cb.best_model_path if best_cb else None, "summary": summary}
     _write(output_dir / "summary.json", json.dumps(
         {**summary, "best_checkpoint": result["best_checkpoint"], "optimized_metric": cfg.optimized_metric,
-         "optimized_value": metric, "health": health["overall"]}, indent=2))
+         "optimized_value": metric, "health": health["overall"], "pruned_at_epoch": pruned_at}, indent=2))
     if rank_zero_only.rank == 0:
         _print_summary(result, cfg)
     return result

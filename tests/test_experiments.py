@@ -17,16 +17,11 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from optuna.distributions import (
-    CategoricalDistribution,
-    IntUniformDistribution,
-    LogUniformDistribution,
-    UniformDistribution,
-)
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from physiotouch.experiments.narrowing import NarrowingRule, narrow
 from physiotouch.experiments.report import build_report
 from physiotouch.experiments.runs import RunError
+from physiotouch.search.narrowing import NarrowingRule, narrow
 
 from .conftest import train_overrides
 
@@ -46,13 +41,13 @@ def search_cmd(data, tmp, stage: str, n: int, *extra: str) -> list[str]:
 
 def test_narrowing_stays_inside_and_around_the_best():
     rule = NarrowingRule(top_k=3, margin=0.25, min_width=0.1)
-    log = narrow(LogUniformDistribution(1e-4, 1e-2), [1e-3, 2e-3], rule)
+    log = narrow(FloatDistribution(1e-4, 1e-2, log=True), [1e-3, 2e-3], rule)
     assert 1e-4 <= log.low <= 1e-3 and 2e-3 <= log.high <= 1e-2 and log.high / log.low < 100
-    lin = narrow(UniformDistribution(0.2, 0.9), [0.5], rule)  # one value: min_width keeps a range
+    lin = narrow(FloatDistribution(0.2, 0.9), [0.5], rule)  # one value: min_width keeps a range
     assert lin.low < 0.5 < lin.high and lin.high - lin.low == pytest.approx(0.07)
-    edge = narrow(UniformDistribution(0.0, 1.0), [0.0, 0.01], rule)
+    edge = narrow(FloatDistribution(0.0, 1.0), [0.0, 0.01], rule)
     assert edge.low == 0.0 and edge.high >= 0.1 - 1e-12
-    ints = narrow(IntUniformDistribution(0, 10), [3, 4], rule)
+    ints = narrow(IntDistribution(0, 10), [3, 4], rule)
     assert 0 <= ints.low <= 3 and 4 <= ints.high <= 10
     cat = narrow(CategoricalDistribution([0.0, 0.5, 1.0, 3.0]), [1.0, 0.5], rule)
     assert cat.choices == (0.5, 1.0)

@@ -540,7 +540,7 @@ def test_report_names_skipped_runs_and_goes_on(trained_run, tmp_path):
 def test_relaunched_search_runs_queued_retries_even_after_n_trials(tmp_path):
     import optuna
 
-    from physiotouch.experiments.optuna_sweeper import FINISHED_ATTR, PhysiotouchOptunaSweeper
+    from physiotouch.search.sweeper import FINISHED_ATTR, PhysiotouchOptunaSweeper
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
     for _ in range(2):
@@ -549,7 +549,7 @@ def test_relaunched_search_runs_queued_retries_even_after_n_trials(tmp_path):
         study.tell(trial, 1.0)
     study.enqueue_trial({})  # a stale trial's retry is a WAITING trial like this one
     sweeper = PhysiotouchOptunaSweeper.__new__(PhysiotouchOptunaSweeper)
-    sweeper.n_trials, sweeper.n_jobs, sweeper.storage_url = 2, 1, "sqlite"
+    sweeper.n_trials, sweeper.n_jobs, sweeper.search = 2, 1, {}
     assert sweeper._next_batch_size(study) == 1
     trial = study.ask()
     trial.set_user_attr(FINISHED_ATTR, True)

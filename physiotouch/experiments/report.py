@@ -69,6 +69,10 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
     runs, skipped = find_runs(folders)
     for line in skipped:
         print(f"warning: skipped {line}", file=sys.stderr)
+    pruned = [r for r in runs if r.summary.get("pruned_at_epoch") is not None]  # stopped early: not comparable
+    runs = [r for r in runs if r.summary.get("pruned_at_epoch") is None]
+    if not runs:
+        raise RunError(f"every run under {', '.join(map(str, folders))} was pruned by its search; nothing to compare")
     mixed = check_comparable(runs, allow_mixed)
     code = commits(runs)
     for metric in (main, secondary):
@@ -112,6 +116,10 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
     if len(code) > 1:
         notices.append("**Warning: the runs were made with different code:** " + "; ".join(
             f"`{c[:12]}{'+dirty' if c.endswith('+dirty') else ''}` ({len(p)} runs)" for c, p in code.items()))
+    if pruned:
+        notices.append(f"**{len(pruned)} pruned by the search** (stopped early by the pruner, left out of the "
+                       "comparison): " + ", ".join(f"`{r.path.name}` after epoch {r.summary['pruned_at_epoch']}"
+                                                  for r in pruned))
     if skipped:
         notices.append("**Skipped run folders:**\n" + "".join(f"- {s}\n" for s in skipped))
     if notices:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import shutil
 import subprocess
@@ -44,7 +45,8 @@ def environment() -> dict:
         if cuda else None, "driver": driver,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else
         [platform.processor() or platform.machine() or "cpu"],
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
+        "host": platform.node(), "pid": os.getpid(),  # which machine and process ran it (searches, clusters)
     }
 
 

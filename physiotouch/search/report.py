@@ -1,4 +1,5 @@
-"""What a search leaves in its sweep folder: best parameters, a trials table, history and importance plots."""
+"""What a search leaves in its sweep folder: best parameters (`best_params.yaml`, and hydra-optuna-sweeper's
+`optimization_results.yaml`), a trials table, history and importance plots, and `search_report.md`."""
 
 from __future__ import annotations
 
@@ -21,14 +22,17 @@ def write_search_report(study: optuna.Study, out: Path, search: dict) -> dict:
     trials = study.trials
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("penalised")]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL or t.user_attrs.get("penalised")]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     names = sorted({k for t in trials for k in t.params})
     with (out / "trials.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["number", "state", "value", *names, "duration_s", "fail_reason", "job_dir"])
+        writer.writerow(["number", "state", "value", *names, "epochs_reported", "duration_s", "fail_reason",
+                         "job_dir"])
         for t in trials:
             duration = t.duration.total_seconds() if t.duration else ""
-            writer.writerow([t.number, t.state.name, t.value, *[t.params.get(n) for n in names], duration,
-                             t.user_attrs.get("fail_reason", ""), t.user_attrs.get("job_dir", "")])
+            writer.writerow([t.number, t.state.name, t.value, *[t.params.get(n) for n in names],
+                             len(t.intermediate_values), duration, t.user_attrs.get("fail_reason", ""),
+                             t.user_attrs.get("job_dir", "")])
     best = None
     if complete:
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -37,14 +41,19 @@ def write_search_report(study: optuna.Study, out: Path, search: dict) -> dict:
                                          "best_value": best.value, "best_params": best.params,
                                          "best_trial": best.number, "job_dir": best.user_attrs.get("job_dir")}),
                        out / "best_params.yaml")
+        # The form hydra-optuna-sweeper wrote, for tools that read it.
+        OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value}),
+                       out / "optimization_results.yaml")
     plots = _plots(study, out, complete)
     reasons = Counter(t.user_attrs.get("fail_reason", "stale (sweep interrupted)").split("\n")[0][:120]
                       for t in failed)
     lines = [f"# Search report: study `{study.study_name}` ({search.get('stage', 'search')})", "",
              f"- objective: `{search.get('metric', 'optimized_metric')}`, {study.direction.name.lower()}, on the "
              f"validation split only",
-             f"- trials: {len(trials)} in the study: {len(complete)} complete, {len(failed)} failed"
-             + (", failures recorded with a penalty" if search.get("failure_penalty") is not None else ""), ""]
+             f"- trials: {len(trials)} in the study: {len(complete)} complete, {len(failed)} failed, "
+             f"{len(pruned)} pruned"
+             + (", failures recorded with a penalty" if search.get("failure_penalty") is not None else ""),
+             f"- epochs trained (validation epochs reported): {sum(len(t.intermediate_values) for t in trials)}", ""]
     if reasons:
         lines += ["## Failures", "", "| count | reason |", "|---|---|"]
         lines += [f"| {n} | {r.replace('|', '/')} |" for r, n in reasons.most_common()]
@@ -61,7 +70,7 @@ def write_search_report(study: optuna.Study, out: Path, search: dict) -> dict:
                      " | ".join(_fmt(t.params.get(n)) for n in names) + " |")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     (out / "search_report.md").write_text("\n".join(lines) + "\n")
-    summary = {"trials": len(trials), "complete": len(complete), "failed": len(failed),
+    summary = {"trials": len(trials), "complete": len(complete), "pruned": len(pruned), "failed": len(failed),
                "failure_reasons": dict(reasons), "best_value": best.value if best else None}
     log.info("search report: %s", summary)
     return summary

@@ -14,15 +14,7 @@ import math
 from dataclasses import dataclass
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    DiscreteUniformDistribution,
-    IntLogUniformDistribution,
-    IntUniformDistribution,
-    LogUniformDistribution,
-    UniformDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 
 @dataclass
@@ -62,24 +54,23 @@ def narrow(distribution: BaseDistribution, values: list, rule: NarrowingRule) ->
     if isinstance(distribution, CategoricalDistribution):
         kept = [c for c in distribution.choices if c in values]
         return CategoricalDistribution(kept or list(distribution.choices))
-    if isinstance(distribution, (LogUniformDistribution, IntLogUniformDistribution)):
+    if not isinstance(distribution, (FloatDistribution, IntDistribution)):
+        raise TypeError(f"cannot narrow a {type(distribution).__name__}")
+    is_int = isinstance(distribution, IntDistribution)
+    if distribution.log:
         lo, hi = _span(math.log(distribution.low), math.log(distribution.high), [math.log(v) for v in values], rule)
-        if isinstance(distribution, IntLogUniformDistribution):
+        if is_int:
             lo_i = max(distribution.low, math.floor(math.exp(lo)))
-            hi_i = min(distribution.high, math.ceil(math.exp(hi)))
-            return IntLogUniformDistribution(lo_i, max(lo_i, hi_i))
-        return LogUniformDistribution(math.exp(lo), math.exp(hi))
-    if isinstance(distribution, (IntUniformDistribution, DiscreteUniformDistribution)):
-        step = distribution.step if isinstance(distribution, IntUniformDistribution) else distribution.q
-        lo, hi = _span(distribution.low, distribution.high, values, rule)
-        lo_s, hi_s = (distribution.low + step * f((v - distribution.low) / step) for v, f in
-                      ((lo, math.floor), (hi, math.ceil)))  # widened outwards onto the grid of the coarse range
-        hi_s = min(distribution.high, max(lo_s, hi_s))
-        return type(distribution)(lo_s, hi_s, step)
-    if isinstance(distribution, UniformDistribution):
-        lo, hi = _span(distribution.low, distribution.high, values, rule)
-        return UniformDistribution(lo, hi)
-    raise TypeError(f"cannot narrow a {type(distribution).__name__}")
+            return IntDistribution(lo_i, max(lo_i, min(distribution.high, math.ceil(math.exp(hi)))), log=True)
+        return FloatDistribution(math.exp(lo), math.exp(hi), log=True)
+    lo, hi = _span(distribution.low, distribution.high, values, rule)
+    step = distribution.step
+    if step is None:
+        return FloatDistribution(lo, hi)
+    lo_s, hi_s = (distribution.low + step * f((v - distribution.low) / step) for v, f in
+                  ((lo, math.floor), (hi, math.ceil)))  # widened outwards onto the grid of the coarse range
+    hi_s = min(distribution.high, max(lo_s, hi_s))
+    return IntDistribution(int(lo_s), int(hi_s), step=step) if is_int else FloatDistribution(lo_s, hi_s, step=step)
 
 
 def fine_search_space(coarse: optuna.Study, rule: NarrowingRule) -> tuple[dict[str, BaseDistribution], dict]:
@@ -90,10 +81,3 @@ def fine_search_space(coarse: optuna.Study, rule: NarrowingRule) -> tuple[dict[s
         values = [t.params[name] for t in top if name in t.params]
         space[name] = narrow(dist, values, rule)
     return space, dict(top[0].params)
-
-
-def describe(dist: BaseDistribution) -> str:
-    if isinstance(dist, CategoricalDistribution):
-        return f"choice{tuple(dist.choices)}"
-    kind = "log " if isinstance(dist, (LogUniformDistribution, IntLogUniformDistribution)) else ""
-    return f"{kind}[{dist.low:.6g}, {dist.high:.6g}]"

@@ -1,0 +1,168 @@
+"""Searches on current Optuna: the params grammar, pruning, shared studies (journal file, PostgreSQL), submitit,
+the dashboard."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from physiotouch.cli import ConfigError
+from physiotouch.search.params import search_space
+
+from .test_experiments import train_cmd
+
+TrialState = optuna.trial.TrialState
+RUN_FILES = ("config_resolved.yaml", "run_info.json", "splits.json", "csv/metrics.csv", "history.json",
+             "health.json", "summary.json", "checkpoints/last.ckpt")
+
+
+def sweep(data: Path, tmp: Path, storage: str, name: str, n: int, *extra: str) -> list[str]:
+    return train_cmd(data, tmp, "hparams_search=coarse", f"hydra.sweeper.n_trials={n}",
+                     f"hydra.sweeper.storage='{storage}'", f"hydra.sweep.dir={tmp}/{name}", *extra)
+
+
+def test_params_grammar_means_what_the_plugin_meant():
+    space, fixed = search_space(
+        {"a": "choice(0.0, 0.5, true, abc)", "b": "range(1, 9, 2)", "c": "interval(0.1, 0.9)",
+         "d": "tag(log, interval(1e-4, 1e-2))", "e": "int(interval(0, 4))", "f": "tag(log, int(interval(1, 64)))",
+         "g": "shuffle(range(1, 4))", "h": "3"},
+        ["c=interval(0.2, 0.3)", "e=2"])  # the command line replaces the config's entries
+    assert space["a"] == CategoricalDistribution([0.0, 0.5, True, "abc"])
+    assert space["b"] == IntDistribution(1, 9, step=2)  # the plugin's range includes its stop
+    assert space["c"] == FloatDistribution(0.2, 0.3)
+    assert space["d"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert space["f"] == IntDistribution(1, 64, log=True)
+    assert isinstance(space["g"], CategoricalDistribution) and sorted(space["g"].choices) == [1, 2, 3]
+    assert "e" not in space and fixed == {"e": "2", "h": "3"}
+    with pytest.raises(ConfigError, match="hydra.sweeper.params"):
+        search_space({"x": "interval(0.1"}, [])
+
+
+def test_search_on_current_optuna_prunes_and_writes_every_promised_file(small_data, tmp_path):
+    assert int(optuna.__version__.split(".")[0]) >= 4
+    assert importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper._impl") is None  # the old plugin is gone
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    cmd = sweep(small_data, tmp_path, storage, "pruned", 4, "trainer.max_epochs=3", "hydra/sweeper/pruner=median",
+                "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0")
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    study = optuna.load_study(study_name="physiotouch-coarse", storage=storage)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.number, t.state, t.intermediate_values) for t in study.trials]
+    for t in pruned:
+        job = Path(t.user_attrs["job_dir"])
+        assert all((job / f).is_file() for f in RUN_FILES), sorted(p.name for p in job.rglob("*"))
+        summary = json.loads((job / "summary.json").read_text())
+        last_epoch = max(t.intermediate_values)
+        assert summary["pruned_at_epoch"] == last_epoch < 2  # stopped before its last epoch
+        assert t.value == t.intermediate_values[last_epoch]  # recorded with its last reported value
+    assert all(len(t.intermediate_values) == 3 for t in study.trials if t.state == TrialState.COMPLETE)
+    out = tmp_path / "pruned"
+    results = yaml.safe_load((out / "optimization_results.yaml").read_text())
+    assert results["name"] == "optuna" and results["best_value"] == pytest.approx(study.best_value)
+    assert yaml.safe_load((out / "best_params.yaml").read_text())["best_params"] == study.best_params
+    for png in ("optimization_history.png", "param_importances.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert f"{len(pruned)} pruned" in (out / "search_report.md").read_text()
+    report = subprocess.run([sys.executable, "-m", "physiotouch.report", str(out)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert f"{len(pruned)} pruned by the search" in (out / "report.md").read_text()
+
+
+@pytest.fixture
+def postgres_url(tmp_path_factory):
+    """A real PostgreSQL server (pgserver's binaries), started for the test and stopped after it."""
+    import pgserver  # a dev dependency: this test must run in CI, never skip
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def _concurrent_sweeps(data: Path, tmp: Path, storage: str) -> optuna.Study:
+    """Two sweeps started at once against one study: exactly n_trials trials between them, none lost or repeated."""
+    procs = [subprocess.Popen(sweep(data, tmp, storage, f"sweep{i}", 4, "search.heartbeat_seconds=2"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    from physiotouch.search.storage import open_storage
+
+    study = optuna.load_study(study_name="physiotouch-coarse", storage=open_storage(storage))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    jobs = [t.user_attrs["job_dir"] for t in study.trials]
+    assert len(set(jobs)) == 4 and all(Path(j).name == str(t.number) for j, t in zip(jobs, study.trials))
+    assert {Path(j).parent.name for j in jobs} == {"sweep0", "sweep1"}  # both sweeps ran trials
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 4
+    assert all(t.intermediate_values for t in study.trials)  # each job reported its curve through the storage
+    return study
+
+
+@pytest.mark.slow
+def test_two_sweeps_share_one_journal_file(small_data, tmp_path):
+    _concurrent_sweeps(small_data, tmp_path, f"journal:///{tmp_path}/shared/optuna.journal")
+
+
+@pytest.mark.slow
+def test_two_sweeps_share_one_postgresql_study(small_data, tmp_path, postgres_url):
+    _concurrent_sweeps(small_data, tmp_path, postgres_url)
+
+
+@pytest.mark.slow
+def test_search_through_submitit_runs_each_trial_in_its_own_process(small_data, tmp_path):
+    storage = f"journal:///{tmp_path}/optuna.journal"
+    cmd = sweep(small_data, tmp_path, storage, "submitit", 2, "hydra/launcher=submitit_local",
+                "hydra.sweeper.n_jobs=2", "hydra.launcher.timeout_min=10")
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    from physiotouch.search.storage import open_storage
+
+    study = optuna.load_study(study_name="physiotouch-coarse", storage=open_storage(storage))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    pids = {json.loads((Path(t.user_attrs["job_dir"]) / "run_info.json").read_text())["environment"]["pid"]
+            for t in study.trials}
+    assert len(pids) == 2 and run.args and all(t.intermediate_values for t in study.trials)
+    assert (tmp_path / "submitit" / ".submitit").is_dir()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="physiotouch-coarse", storage=storage)
+    study.optimize(lambda t: (t.suggest_float("optim.blr", 1e-4, 1e-2, log=True) - 1e-3) ** 2, n_trials=3)
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("optuna-dashboard")), storage, "--host",
+                               "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline, studies = time.time() + 60, None
+        while studies is None and time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.3)
+        assert studies, server.stderr.read1(4000) if server.poll() is not None else "no answer"
+        entry = next(s for s in studies if s["study_name"] == "physiotouch-coarse")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}", timeout=10) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == 3
+        assert {t["params"][0]["name"] for t in detail["trials"]} == {"optim.blr"}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
