@@ -166,3 +166,76 @@ def test_dashboard_serves_the_study(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_a_config_written_for_the_plugin_still_runs(small_data, tmp_path):
+    """lightning-hydra-template's form: the plugin's _target_, its sampler block, no storage, failures not allowed."""
+    extra = tmp_path / "conf" / "hparams_search"
+    extra.mkdir(parents=True)
+    (extra / "template_style.yaml").write_text("""# @package _global_
+defaults:
+  - override /hydra/sweeper: optuna
+optimized_metric: val/objective
+hydra:
+  mode: MULTIRUN
+  sweeper:
+    _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper
+    storage: null
+    study_name: null
+    n_jobs: 1
+    direction: minimize
+    n_trials: 2
+    sampler:
+      _target_: optuna.samplers.TPESampler
+      seed: 1234
+      n_startup_trials: 10
+    params:
+      optim.blr: interval(0.0001, 0.01)
+      optim.grad_clip: choice(0.0, 1.0)
+""")
+    cmd = train_cmd(small_data, tmp_path, f"hydra.sweep.dir={tmp_path}/tpl", "hparams_search=template_style")
+    cmd[3:3] = ["--config-dir", str(tmp_path / "conf")]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/tpl/optuna.db")  # the defaults
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert set(study.trials[0].params) == {"optim.blr", "optim.grad_clip"}
+    assert (tmp_path / "tpl" / "optimization_results.yaml").is_file()
+
+
+def test_under_slurm_submitit_alone_requeues_and_a_requeued_job_resumes(monkeypatch, tmp_path):
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from physiotouch.train import cluster_plugins, requeued
+
+    for var in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(var, raising=False)
+    assert cluster_plugins() == [] and not requeued()
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    (plugin,) = cluster_plugins()
+    assert isinstance(plugin, SLURMEnvironment) and plugin.auto_requeue is False  # Lightning does not requeue too
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued()
+    from omegaconf import OmegaConf
+
+    from physiotouch.train import resume_checkpoint
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"x")
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": None}), tmp_path) == str(last)
+
+
+def test_slurm_preset_runs_one_task_per_gpu():
+    from hydra import compose, initialize_config_dir
+
+    from physiotouch.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.tasks_per_node == 4
+    assert launcher.max_num_timeout > 0  # submitit requeues; Lightning's auto-requeue is off (test above)

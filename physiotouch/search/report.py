@@ -81,7 +81,11 @@ def _fmt(v) -> str:
 
 
 def _plots(study: optuna.Study, out: Path, complete: list) -> list[Path]:
+    import warnings
+
     from optuna.visualization import matplotlib as ovm
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the matplotlib plots
 
     made = []
     if complete:

@@ -88,7 +88,8 @@ class PhysiotouchOptunaSweeper(Sweeper):
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
-        self.search = OmegaConf.to_container(config.get("search") or {}, resolve=True)
+        search = config.get("search")  # physiotouch's extra settings; absent in a config written for the plugin
+        self.search = OmegaConf.to_container(search, resolve=True) if search is not None else {}
         self.url = st.storage_url(self.storage_url, config.hydra.sweep.dir)
         self.study_name = self.study_name or config.hydra.job.name
 
@@ -134,7 +135,8 @@ class PhysiotouchOptunaSweeper(Sweeper):
 
     def _search_space(self, storage, arguments: list[str], sweep_dir: Path) -> tuple[dict, dict, dict | None]:
         """-> (distributions, fixed values, params to enqueue first)."""
-        space, fixed = search_space(OmegaConf.to_container(self.params) if self.params else {}, arguments)
+        params = OmegaConf.to_container(self.params) if OmegaConf.is_config(self.params) else self.params
+        space, fixed = search_space(params or {}, arguments)
         if self.search.get("stage") != "fine":
             return space, fixed, None
         coarse_name = self.search.get("coarse_study")
