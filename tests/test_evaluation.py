@@ -147,8 +147,8 @@ def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp
     metrics = run_evaluation(model, datamodule, EvalConfig(robustness={"enabled": False}), tmp_path)
     controls = json.loads((tmp_path / "metrics.json").read_text())["controls"]
     for key in ("val/probe_sensor_accuracy", "val/probe_sensor_macro_f1", "val/probe_sensor_knn_accuracy"):
-        assert set(controls[key]) == {"raw_pixels", "untrained", "majority", "beats_controls"}
-        assert all(isinstance(controls[key][c], float) for c in ("raw_pixels", "untrained", "majority"))
+        assert set(controls[key]) == {"raw_pixels", "pixel_change", "untrained", "majority", "beats_controls"}
+        assert all(isinstance(controls[key][c], float) for c in ("raw_pixels", "pixel_change", "untrained", "majority"))
     # the majority control, recomputed here from the split's labels: train's commonest sensor, scored on val
     train_sensors = [datamodule.labels["sensor"][s.sensor] for s in datamodule.datasets["train"].sequences
                      for _ in range(s.num_windows)]
@@ -161,3 +161,11 @@ def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp
     assert {"mean_frame", "beats_controls"} <= set(controls["val/recon_static"])
     report = (tmp_path / "report.md").read_text()
     assert "## Controls" in report and "| val/probe_sensor_accuracy |" in report
+    # issue 11: no probe is fit and tested on the same sequence (only the named re-identification diagnostic is)
+    splits = json.loads((tmp_path / "probe_splits.json").read_text())
+    assert {"val/probe_sensor", "val/probe_object", "val/diagnostic_reid_object"} <= set(splits)
+    for name, probe in splits.items():
+        for fold in probe["folds"]:
+            assert fold["fit"] and fold["test"], name
+            assert probe["diagnostic"] or not set(fold["fit"]) & set(fold["test"]), name
+    assert splits["val/diagnostic_reid_object"]["diagnostic"] and "val/diagnostic_reid_object_accuracy" not in controls

@@ -8,7 +8,11 @@ contact geometry indents the gel, and coloured lights from fixed directions shad
 - per object: one of 12 contact geometries (sphere, edge, cylinder, ridged, dotted, flat, ring, cross,
   pyramid, wave, hexagon, ellipsoid) with an object-specific size;
 - over frames: smooth motion (press/release, slide, rotate, one per sequence), so frame 4 of a window follows
-  from frames 1-3 but is never a copy of frame 3.
+  from frames 1-3 but is never a copy of frame 3;
+- per object and sensor: `sequences` contact sequences, each at its own position, angle and depth, with the
+  motions taken in turn so every object is pressed, slid and rotated. `labels.csv` beside `index.csv` holds each
+  sequence's attributes (`LABEL_COLUMNS`): motion, peak depth, shape and surface, for probes that must generalise
+  to sequences and objects they were not fit on.
 Everything derives from `seed` (numpy's PCG64 per sequence), so the same arguments give the same bytes.
 """
 
@@ -34,6 +38,8 @@ from physiotouch.utils.progress import progress
 GEOMETRIES = ("sphere", "edge", "cylinder", "ridged", "dotted", "flat", "ring", "cross", "pyramid", "wave",
               "hexagon", "ellipsoid")
 MOTIONS = ("press", "slide", "rotate")
+PATTERNED = {"ridged", "dotted", "wave", "cross"}  # surfaces with a repeating relief; the rest are smooth
+LABEL_COLUMNS = ("folder", "motion", "peak_depth", "shape", "surface")
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,13 @@ class SynthConfig:
     width: int = 96
     height: int = 72
     seed: int = 0
+    sequences: int = 1  # contact sequences per object and sensor
 
     def signature(self) -> str:
         d = asdict(self)
         d.pop("out")
+        if d["sequences"] == 1:
+            d.pop("sequences")  # a set made before sequences existed keeps its signature
         return f"{zlib.crc32(json.dumps(d, sort_keys=True).encode()):08x}"
 
 
@@ -129,19 +138,22 @@ def shape_height(geo: str, u: np.ndarray, v: np.ndarray, size: float) -> np.ndar
     raise ConfigError(f"unknown geometry {geo!r}")
 
 
-def _trajectory(motion: str, frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Per-frame contact centre (x, y), angle and depth; smooth, so frame t+1 follows from frames t-2..t."""
+def _trajectory(motion: str, frames: int, rng: np.random.Generator, varied: bool = False) -> dict[str, np.ndarray]:
+    """Per-frame contact centre (x, y), angle and depth; smooth, so frame t+1 follows from frames t-2..t.
+    `varied` (several sequences per object): depths over a wider range and motions twice as fast, so that the
+    depth and the motion of a sequence show within one 4-frame window (the attributes its probes are asked for)."""
     t = np.arange(frames, dtype=np.float64)
     press_in = _smoothstep(t / max(3.0, 0.2 * frames))
     cx0, cy0 = rng.uniform(-0.25, 0.25, size=2)
     angle0 = rng.uniform(0, np.pi)
-    depth = rng.uniform(0.6, 1.0) * press_in
+    depth = rng.uniform(0.3 if varied else 0.6, 1.0) * press_in
+    pace = 2.0 if varied else 1.0
     cx, cy, angle = np.full(frames, cx0), np.full(frames, cy0), np.full(frames, angle0)
     if motion == "press":  # press and partly release, again and again
-        period = rng.uniform(0.35, 0.6) * frames
+        period = rng.uniform(0.35, 0.6) * frames / pace
         depth = depth * (0.65 + 0.35 * np.cos(2 * np.pi * t / period))
     elif motion == "slide":  # constant velocity, bouncing between the gel's edges
-        speed = rng.uniform(0.02, 0.04)
+        speed = rng.uniform(0.02, 0.04) * pace
         heading = rng.uniform(0, 2 * np.pi)
         span = 0.35
         for arr, comp, start in ((cx, np.cos(heading), cx0), (cy, np.sin(heading), cy0)):
@@ -149,7 +161,7 @@ def _trajectory(motion: str, frames: int, rng: np.random.Generator) -> dict[str,
             pos = np.abs((pos % (4 * span)) - 2 * span)
             arr[:] = span - pos
     elif motion == "rotate":
-        angle = angle0 + rng.uniform(0.06, 0.12) * rng.choice([-1, 1]) * t
+        angle = angle0 + rng.uniform(0.06, 0.12) * pace * rng.choice([-1, 1]) * t
     return {"cx": cx, "cy": cy, "angle": angle, "depth": depth}
 
 
@@ -162,8 +174,8 @@ def _blur(img: np.ndarray, passes: int = 2) -> np.ndarray:
 
 
 def render_sequence(geo: str, size: float, sensor: str, motion: str, cfg: SynthConfig,
-                    rng: np.random.Generator) -> list[np.ndarray]:
-    """-> cfg.frames uint8 RGB images [height, width, 3]."""
+                    rng: np.random.Generator) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """-> (cfg.frames uint8 RGB images [height, width, 3], the contact trajectory: cx, cy, angle, depth per frame)."""
     look = SENSORS[sensor]
     h, w = cfg.height, cfg.width
     ys, xs = np.meshgrid(np.linspace(-1, 1, h) * (h / w), np.linspace(-1, 1, w), indexing="ij")
@@ -173,7 +185,7 @@ def render_sequence(geo: str, size: float, sensor: str, motion: str, cfg: SynthC
     illum = np.array(look.base)[None, None] + xs[..., None] * np.array(look.gradient)[None, None] * 0.5
     illum = illum * (1 - look.vignette * (xs**2 + ys**2)[..., None] / 2)
     marker_grid = np.stack(np.meshgrid(np.linspace(-0.85, 0.85, 8), np.linspace(-0.62, 0.62, 6)), -1).reshape(-1, 2)
-    traj = _trajectory(motion, cfg.frames, rng)
+    traj = _trajectory(motion, cfg.frames, rng, varied=cfg.sequences > 1)
     frames = []
     for i in range(cfg.frames):
         ca, sa = np.cos(traj["angle"][i]), np.sin(traj["angle"][i])
@@ -190,7 +202,7 @@ def render_sequence(geo: str, size: float, sensor: str, motion: str, cfg: SynthC
             img = _draw_markers(img, marker_grid, height, traj, i, xs, ys)
         img += rng.normal(0, look.noise, img.shape)
         frames.append((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
-    return frames
+    return frames, traj
 
 
 def _draw_markers(img, grid, height, traj, i, xs, ys):
@@ -228,21 +240,29 @@ def generate(cfg: SynthConfig) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(default_file_mode(folder=True))  # mkdtemp makes 0700: the set gets the user's normal permissions
     try:
-        rows = []
-        pairs = [(k, name, geo, s, sensor) for k, (name, geo) in enumerate(object_names(cfg.num_objects))
-                 for s, sensor in enumerate(cfg.sensors)]
-        for k, name, geo, s, sensor in progress(pairs, len(pairs), "rendering sequences"):
+        rows, labels = [], []
+        todo = [(k, name, geo, s, sensor, j) for k, (name, geo) in enumerate(object_names(cfg.num_objects))
+                for s, sensor in enumerate(cfg.sensors) for j in range(cfg.sequences)]
+        for k, name, geo, s, sensor, j in progress(todo, len(todo), "rendering sequences"):
             gran = "fine" if k % 2 == 0 else "coarse"
             size = float(np.random.default_rng([cfg.seed, k]).uniform(0.75, 1.1))
-            rng = np.random.default_rng([cfg.seed, k, s, 1])
-            motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
-            folder = f"data_{gran}_{name}_{sensor}"
+            if cfg.sequences == 1:  # the original layout: one sequence, its motion drawn
+                rng = np.random.default_rng([cfg.seed, k, s, 1])
+                motion, folder = MOTIONS[int(rng.integers(len(MOTIONS)))], f"data_{gran}_{name}_{sensor}"
+            else:  # motions in turn, so each object has every motion; the sequence number rides on the granularity
+                rng = np.random.default_rng([cfg.seed, k, s, 1, j])
+                motion, folder = MOTIONS[(k + s + j) % len(MOTIONS)], f"data_{gran}-s{j}_{name}_{sensor}"
             (tmp / folder).mkdir()
-            for t, frame in enumerate(render_sequence(geo, size, sensor, motion, cfg, rng)):
+            frames, traj = render_sequence(geo, size, sensor, motion, cfg, rng)
+            for t, frame in enumerate(frames):
                 Image.fromarray(frame).save(tmp / folder / f"{t}.png", compress_level=1)
             rows.append((folder, 0, cfg.frames - 1))
+            labels.append((folder, motion, f"{float(traj['depth'].max()):.4f}", geo,
+                           "patterned" if geo in PATTERNED else "smooth"))
         with (tmp / "index.csv").open("w", newline="") as fh:
             csv.writer(fh).writerows(rows)
+        with (tmp / "labels.csv").open("w", newline="") as fh:
+            csv.writer(fh).writerows([LABEL_COLUMNS, *labels])
         (tmp / "synthetic.json").write_text(json.dumps({**asdict(cfg), "signature": cfg.signature()}, indent=2))
         if out.exists():
             shutil.rmtree(out)

@@ -1,7 +1,10 @@
 """Controls beside every probe number: the same probe, fitted and tested on the same clips, with
 - `raw_pixels`: the clip itself, each frame average-pooled to 8×8 (4 frames × 3 colours × 64 = 768 values);
+- `pixel_change`: how much each of those pooled pixels changes between consecutive frames (|frame t+1 − frame t|,
+  576 values), a hand-made motion-energy feature: raw pixels cannot tell motions apart with a linear probe (the
+  direction of a slide or a rotation varies, its magnitude does not), so a dynamic attribute needs this control too;
 - `untrained`: a network of the same architecture with fresh weights (seeded), encoded like the trained one;
-- `majority`: the fitting set's most frequent class, predicted for every tested clip.
+- `majority`: the fitting set's most frequent class (for a regression: its mean), predicted for every tested clip.
 A probe score means something only where it beats all three; the report flags every one that does not.
 """
 
@@ -15,9 +18,9 @@ from torch import nn
 from physiotouch.models import TactileVideoMAE
 
 from .encoder import encode
-from .probes import ProbeConfig, classification_metrics, loso_folds, probe_tasks, run_probes
+from .probes import ProbeConfig, Task, pool, run_probes, task_metrics
 
-CONTROLS = ("raw_pixels", "untrained", "majority")
+CONTROLS = ("raw_pixels", "pixel_change", "untrained", "majority")
 RAW_SIDE = 8
 
 
@@ -29,28 +32,30 @@ class RawPixels(nn.Module):
         return F.adaptive_avg_pool2d(frames, RAW_SIDE).reshape(clips.shape[0], -1)
 
 
-def majority_metrics(feats: dict, vocab: dict, pcfg: ProbeConfig) -> dict[str, float]:
-    """The majority-class predictor on every probe task (its probabilities one-hot), scored like a probe."""
+def pixel_change(raw: np.ndarray) -> np.ndarray:
+    """RawPixels features [N, 4·3·64] -> |consecutive frame differences| [N, 3·3·64]."""
+    frames = raw.reshape(len(raw), 4, -1)
+    return np.abs(np.diff(frames, axis=1)).reshape(len(raw), -1)
+
+
+def majority_metrics(tasks: list[Task], pcfg: ProbeConfig) -> dict[str, float]:
+    """The majority class (its probabilities one-hot) or, for a regression, the mean of each fold's fitting
+    targets, predicted for every tested clip and scored like a probe."""
     out = {}
-    for task, (_, y_fit, _, y_test, n) in probe_tasks(feats, feats, vocab, pcfg).items():
-        if len(y_test) and len(y_fit):
-            out.update({f"val/probe_{task}_{k}": v for k, v in _one_hot_scores(y_fit, y_test, n, pcfg).items()})
-    objects = np.concatenate([feats["train"]["object"], feats["val"]["object"]])
-    sensors = np.concatenate([feats["train"]["sensor"], feats["val"]["sensor"]])
-    for sensor, held in loso_folds(sensors, objects, vocab):  # leave one sensor out, as the probe does
-        scores = _one_hot_scores(objects[~held], objects[held], len(vocab["object"]), pcfg)
-        out[f"val/loso_{sensor}_object_accuracy"] = scores["accuracy"]
-        out[f"val/loso_{sensor}_object_macro_f1"] = scores["macro_f1"]
+    for task in tasks:
+        preds = []
+        for f, t in task.folds:
+            if task.classes is None:
+                preds.append(np.full(len(t), task.y[f].mean()))
+            else:
+                one_hot = np.zeros((len(t), len(task.classes)))
+                one_hot[:, np.bincount(task.y[f], minlength=len(task.classes)).argmax()] = 1.0
+                preds.append(one_hot)
+        out.update({task.key("linear", k): v for k, v in task_metrics(task, np.concatenate(preds), pcfg).items()})
     return out
 
 
-def _one_hot_scores(y_fit: np.ndarray, y_test: np.ndarray, n: int, pcfg: ProbeConfig) -> dict[str, float]:
-    proba = np.zeros((len(y_test), n))
-    proba[:, np.bincount(y_fit, minlength=n).argmax()] = 1.0
-    return classification_metrics(proba, y_test, n, pcfg.ece_bins)
-
-
-def control_metrics(model: TactileVideoMAE, datasets: dict, feats: dict, vocab: dict, pcfg: ProbeConfig,
+def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], pcfg: ProbeConfig,
                     batch_size: int, device: str, limit: int | None, seed: int) -> dict[str, dict[str, float]]:
     """-> {control: flat probe metrics}, each control's probes fitted and tested on exactly the model's clips."""
     torch.manual_seed(seed)
@@ -59,8 +64,11 @@ def control_metrics(model: TactileVideoMAE, datasets: dict, feats: dict, vocab: 
     for name, network in (("raw_pixels", RawPixels()), ("untrained", fresh)):
         encoded = {s: encode(network, datasets[s], batch_size, 0.75, errors=False, device=device, limit=limit,
                              name=f"{s}:{name}") for s in ("train", "val")}
-        out[name] = run_probes(encoded, vocab, pcfg)[0]
-    out["majority"] = majority_metrics(feats, vocab, pcfg)
+        x = pool(encoded)["x"]
+        out[name] = run_probes(tasks, x, pcfg)[0]
+        if name == "raw_pixels":  # from the same pass: the pooled frames' changes
+            out["pixel_change"] = run_probes(tasks, pixel_change(x), pcfg)[0]
+    out["majority"] = majority_metrics(tasks, pcfg)
     return out
 
 
@@ -71,12 +79,12 @@ def controls_for(metrics: dict[str, float], controls: dict[str, dict[str, float]
     for key, value in metrics.items():
         if not key.startswith(("val/probe_", "val/loso_")) or key.endswith(("_classes", "_chance", "_points")) \
                 or "mean" in key:
-            continue
+            continue  # the re-identification diagnostic (val/diagnostic_*) is not a representation number
         # The majority class is the same predictor whatever the probe (linear or k-NN) it stands beside.
         row = {name: controls[name].get(key.replace("_knn_", "_") if name == "majority" else key)
                for name in CONTROLS}
         known = [v for v in row.values() if v is not None]
-        lower_better = key.endswith("_ece")
+        lower_better = key.endswith(("_ece", "_mae"))
         row["beats_controls"] = bool(known) and all((value < v) if lower_better else (value > v) for v in known)
         out[key] = row
     return out

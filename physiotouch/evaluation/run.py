@@ -10,21 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Subset
 
 from . import plots
 from .controls import control_metrics, controls_for
 from .encoder import encode
 from .features import example_outputs
-from .probes import (
-    ProbeConfig,
-    classification_metrics,
-    fit_probe,
-    predict_proba,
-    probe_tasks,
-    run_probes,
-    time_split_mask,
-)
+from .probes import ProbeConfig, Task, build_tasks, fit_task, pool, probe_splits, run_probes, score_task
 from .robustness import DEFAULT_STRENGTHS, make_perturbation
 
 log = logging.getLogger(__name__)
@@ -80,29 +71,22 @@ def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:
     return m, groups
 
 
-def robustness(model, datasets: dict, clean: dict, vocab: dict, cfg: EvalConfig, pcfg: ProbeConfig) -> list[dict]:
-    """Probes fit once on the clean features, then tested on each perturbation's features. Each (split,
-    perturbation, strength) is encoded once, and only the clips a probe tests: from the training split the late
-    windows the object probe tests, features only; the validation split with its reconstruction errors."""
-    fitted = {task: fit_probe("linear", xf, yf, pcfg) for task, (xf, yf, *_) in
-              probe_tasks(clean, clean, vocab, pcfg).items() if len(np.unique(yf)) >= 2}
-    rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, clean, vocab, pcfg, fitted)}]
-    train = clean["train"]
-    tested = np.flatnonzero(time_split_mask(train["t"], train["start"], train["end"], pcfg)[1])
-    tested_clips = Subset(datasets["train"], train["index"][tested].tolist())
+def robustness(model, datasets: dict, clean: dict, tasks: list[Task], cfg: EvalConfig, pcfg: ProbeConfig
+               ) -> list[dict]:
+    """Linear probes fit once on the clean features, then tested on each perturbation's features (each (split,
+    perturbation, strength) encoded once; the validation split with its reconstruction errors)."""
+    x_clean = pool(clean)["x"]
+    fitted = {task.key("linear", ""): fit_task(task, x_clean, "linear", pcfg) for task in tasks
+              if "/diagnostic_" not in task.prefix}
+    rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, x_clean, tasks, pcfg, fitted)}]
     for kind, strengths in cfg.robustness.get("strengths", DEFAULT_STRENGTHS).items():
         for strength in strengths:
             perturb = make_perturbation(kind, float(strength))
-            x = train["x"].copy()  # rows the probes do not test keep their clean features (never read)
-            perturbed = encode(model, tested_clips, cfg.batch_size, cfg.mask_ratio, errors=False, perturb=perturb,
-                               device=cfg.device, name="train")["x"]
-            if len(tested):
-                x[tested] = perturbed
-            feats = {"train": {**train, "x": x},
-                     "val": encode(model, datasets["val"], cfg.batch_size, cfg.mask_ratio, perturb=perturb,
-                                   device=cfg.device, limit=cfg.max_clips, name="val")}
+            feats = {s: encode(model, datasets[s], cfg.batch_size, cfg.mask_ratio, errors=s == "val",
+                               perturb=perturb, device=cfg.device, limit=cfg.max_clips, name=s)
+                     for s in ("train", "val")}
             rows.append({"perturbation": kind, "strength": float(strength),
-                         **_robust_metrics(clean, feats, vocab, pcfg, fitted)})
+                         **_robust_metrics(feats, pool(feats)["x"], tasks, pcfg, fitted)})
             log.info("robustness %s %.2f: %s", kind, strength, rows[-1])
     for row in rows[1:]:
         for key, value in list(row.items()):
@@ -111,13 +95,23 @@ def robustness(model, datasets: dict, clean: dict, vocab: dict, cfg: EvalConfig,
     return rows
 
 
-def _robust_metrics(clean: dict, perturbed: dict, vocab: dict, pcfg: ProbeConfig, fitted: dict) -> dict[str, float]:
-    out = {"val/recon_objective": float(_objective(perturbed["val"]).mean())}
-    for task, (_, _, xt, yt, n) in probe_tasks(clean, perturbed, vocab, pcfg).items():
-        if task in fitted and len(yt):
-            m = classification_metrics(predict_proba(fitted[task], xt, n), yt, n, pcfg.ece_bins)
-            out[f"val/probe_{task}_accuracy"], out[f"val/probe_{task}_macro_f1"] = m["accuracy"], m["macro_f1"]
+def _robust_metrics(feats: dict, x: np.ndarray, tasks: list[Task], pcfg: ProbeConfig, fitted: dict
+                    ) -> dict[str, float]:
+    out = {"val/recon_objective": float(_objective(feats["val"]).mean())}
+    for task in tasks:
+        if task.key("linear", "") in fitted and task.prefix.endswith("/probe_"):
+            scores = score_task(task, fitted[task.key("linear", "")], x, pcfg)[0]
+            for metric in ("accuracy", "macro_f1", "r2", "mae"):
+                if metric in scores:
+                    out[task.key("linear", metric)] = scores[metric]
     return out
+
+
+def evaluation_labels(datamodule, folders) -> dict[str, dict]:
+    """labels.csv beside the index (per-sequence attributes) for these folders, if the data set has one."""
+    from physiotouch.data.labels import read_labels
+
+    return read_labels(datamodule.index, sorted(set(folders)))[0]
 
 
 def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, float]:
@@ -128,11 +122,19 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     # Reconstruction errors are reported on validation only; the training split gives the probes their features.
     feats = {s: encode(model, datasets[s], cfg.batch_size, cfg.mask_ratio, errors=s == "val", device=cfg.device,
                        limit=cfg.max_clips, name=s) for s in ("train", "val")}
-    metrics, curves = run_probes(feats, vocab, pcfg)
+    pooled = pool(feats)
+    tasks = build_tasks(pooled, vocab, evaluation_labels(datamodule, pooled["folder"]), pcfg)
+    (out / "probe_splits.json").write_text(json.dumps(probe_splits(tasks, pooled["folder"]), indent=1))
+    metrics, curves = run_probes(tasks, pooled["x"], pcfg)
+    loso = [v for k, v in metrics.items() if k.startswith("val/loso_") and k.endswith("_object_accuracy")]
+    if loso:
+        metrics["val/loso_mean_object_accuracy"] = float(np.mean(loso))
+        if "val/probe_object_accuracy" in metrics:  # the roadmap's LoSO drop (in points)
+            metrics["val/loso_drop_points"] = 100 * (metrics["val/probe_object_accuracy"] - float(np.mean(loso)))
     recon, groups = reconstruction_metrics(feats["val"])
     metrics.update(recon)
-    controls = {**controls_for(metrics, control_metrics(model, datasets, feats, vocab, pcfg, cfg.batch_size,
-                                                        cfg.device, cfg.max_clips, datamodule.seed)),
+    controls = {**controls_for(metrics, control_metrics(model, datasets, tasks, pcfg, cfg.batch_size, cfg.device,
+                                                        cfg.max_clips, datamodule.seed)),
                 **reconstruction_controls(metrics)}
 
     pictures = []
@@ -159,8 +161,9 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
 
     rows = []
     if cfg.robustness.get("enabled", True):
-        rows = robustness(model, datasets, feats, vocab, cfg, pcfg)
-        for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy"):
+        rows = robustness(model, datasets, feats, tasks, cfg, pcfg)
+        for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
+                       "val/probe_motion_accuracy", "val/probe_peak_depth_r2"):
             if all(metric in r for r in rows):
                 pictures.append(plots.robustness_plot(rows, metric, out))
         for r in rows[1:]:
@@ -189,16 +192,19 @@ def reconstruction_controls(m: dict[str, float]) -> dict[str, dict]:
 def _controls_section(m: dict, controls: dict) -> list[str]:
     f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     shown = [k for k in controls if k.startswith(("val/probe_", "val/loso_")) and
-             k.endswith(("_accuracy", "_macro_f1", "_macro_auroc"))]
+             k.endswith(("_accuracy", "_macro_f1", "_macro_auroc", "_r2", "_mae"))]
     lines = ["## Controls: does each number beat them?", "",
-             "The same probe, fitted and tested on the same clips, on raw pixels (each frame pooled to 8×8), on an "
-             "untrained network of the same architecture, and the majority class. **no** marks a number that does "
+             "The same probe, fitted and tested on the same clips, on raw pixels (each frame pooled to 8×8), on their "
+             "change between frames (motion energy), on an untrained network of the same architecture, and the "
+             "majority class (the mean, for a regression; MAE is "
+             "lower-is-better). **no** marks a number that does "
              "not beat all of its controls: it says nothing about the representation.", "",
-             "| metric | model | raw pixels | untrained | majority | beats all |", "|---|---|---|---|---|---|"]
+             "| metric | model | raw pixels | pixel change | untrained | majority | beats all |",
+             "|---|---|---|---|---|---|---|"]
     for key in shown:
         c = controls[key]
-        lines.append(f"| {key} | {f(m[key])} | {f(c['raw_pixels'])} | {f(c['untrained'])} | {f(c['majority'])} | "
-                     f"{'yes' if c['beats_controls'] else '**no**'} |")
+        lines.append(f"| {key} | {f(m[key])} | {f(c['raw_pixels'])} | {f(c['pixel_change'])} | {f(c['untrained'])} "
+                     f"| {f(c['majority'])} | {'yes' if c['beats_controls'] else '**no**'} |")
     lines += ["", "| reconstruction (validation, lower is better) | model | copy last visible frame | mean frame | "
               "beats all |", "|---|---|---|---|---|"]
     for key in ("val/recon_static", "val/recon_recon", "val/recon_pred"):
@@ -216,17 +222,31 @@ def _write_report(out: Path, m: dict, groups: dict, rows: list[dict], pictures: 
     f = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["# Evaluation", "", f"Data version `{record['data_version']}`; train and validation splits only.", "",
              "## Probes on frozen features", "",
-             "Sensor probe: fit on train clips, tested on validation clips. Object probe: fit on the early windows and "
-             "tested on the late windows of every non-test sequence (objects are disjoint between splits). LoSO: the "
-             "object probe fit on all sensors but one, tested on the held-out sensor.", "",
+             "No probe is tested on a sequence it was fit on (`probe_splits.json` lists the folders). Object: held-out "
+             "sequences of every non-test object (folds of sequences). Sensor and the attributes of `labels.csv`: fit "
+             "on the train split's objects, tested on the validation split's (unseen objects). LoSO: the object "
+             "probe fit on all sensors but one, tested on the held-out sensor.", "",
              "| task | probe | accuracy | macro F1 | micro F1 | macro AUROC | macro AUPRC | ECE | chance |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for task in ("object", "sensor"):
+    tasks = sorted({k.split("/probe_")[1].rsplit("_", 1)[0] for k in m if k.startswith("val/probe_")
+                    and k.endswith("_chance")})
+    for task in tasks:
         for probe, prefix in (("linear", f"val/probe_{task}_"), ("k-NN", f"val/probe_{task}_knn_")):
             if f"{prefix}accuracy" in m:
                 lines.append(f"| {task} | {probe} | " + " | ".join(f(m.get(prefix + k, '-')) for k in
                              ("accuracy", "macro_f1", "micro_f1", "macro_auroc", "macro_auprc", "ece")) +
                              f" | {f(m[f'val/probe_{task}_chance'])} |")
+    regressions = sorted({k[len("val/probe_"):-len("_r2")] for k in m if k.startswith("val/probe_")
+                          and k.endswith("_r2") and "_knn_" not in k})
+    if regressions:
+        lines += ["", "| attribute (regression) | probe | R² | MAE |", "|---|---|---|---|"]
+        for task in regressions:
+            for probe, prefix in (("linear", f"val/probe_{task}_"), ("k-NN", f"val/probe_{task}_knn_")):
+                lines.append(f"| {task} | {probe} | {f(m.get(prefix + 'r2', '-'))} | {f(m.get(prefix + 'mae', '-'))} |")
+    if "val/diagnostic_reid_object_accuracy" in m:
+        lines += ["", f"Re-identification diagnostic (not a measure of the representation): an object probe fit on "
+                      f"early and tested on late windows of the *same* sequences scores "
+                      f"{f(m['val/diagnostic_reid_object_accuracy'])}; it tells which recording a clip comes from."]
     loso = sorted(k for k in m if k.startswith("val/loso_") and k.endswith("_object_accuracy") and "mean" not in k)
     if loso:
         lines += ["", "| held-out sensor | object accuracy | object macro F1 |", "|---|---|---|"]

@@ -237,17 +237,19 @@ def results_block(release_dir: Path) -> str:
              f"{s['model']['encoder']['hidden_size']}×{s['model']['encoder']['num_hidden_layers']}, mask "
              f"{s['model']['mask_ratio']}, seed {s['seed']}, {s['max_epochs']} epochs, batch {s['batch_size']}, "
              f"blr {s['optim']['blr']}, precision {s['precision']}", "",
-             "| split | objective | loss_static | loss_recon | loss_pred | object probe acc | sensor probe acc |",
-             "|---|---|---|---|---|---|---|",
+             "| split | objective | loss_static | loss_recon | loss_pred | object probe acc | sensor probe acc "
+             "| motion probe acc |", "|---|---|---|---|---|---|---|---|",
              f"| validation (best epoch {int(v.get('summary/best_epoch', -1))}) | {f(v.get('summary/best_loss'))} "
              f"| - | - | - "
-             f"| {probe(val, 'val', 'object')} | {probe(val, 'val', 'sensor')} |",
+             f"| {probe(val, 'val', 'object')} | {probe(val, 'val', 'sensor')} | {probe(val, 'val', 'motion')} |",
              f"| test ({'evaluated once' if not r['forced'] else 'not a first look: see below'}) | "
              f"{f(t.get('test/objective'))} | {f(t.get('test/loss_static'))} | "
              f"{f(t.get('test/loss_recon'))} | {f(t.get('test/loss_pred'))} | {probe(t, 'test', 'object')} "
-             f"| {f(t.get('test/probe_sensor_accuracy'))} |", "",
-             "Object probes are fit and tested within each split's own objects (early vs late windows), so their "
-             "accuracies are over different numbers of classes; the sensor probe is fit on the train split.", ""]
+             f"| {f(t.get('test/probe_sensor_accuracy'))} | {probe(t, 'test', 'motion')} |", "",
+             "Object probes are fit on some sequences and tested on other sequences of each split's own objects "
+             "(validation: the non-test objects; test: the test objects), so their accuracies are over different "
+             "numbers of classes; the sensor and motion probes are fit on the train split's objects and tested on "
+             "unseen objects. A `-` is a probe the data cannot support (no labels.csv, or too few sequences).", ""]
     before, reused = r["test_evaluations_before"], r.get("reused_tested_groups") or []
     if before:
         lines.append(f"**Forced re-evaluation (`--force`): these test objects had been evaluated {len(before)} time(s) "
