@@ -37,7 +37,8 @@ def train_overrides(data_root: Path, out: Path, *extra: str) -> list[str]:
     """The real config, pointed at the small data set and a temporary output folder, tiny and fast."""
     return [f"data.root={data_root}", "data.synthetic=null", f"data.cache_dir={out}/cache", f"paths.output_dir={out}",
             f"paths.data_dir={out}/data", "data.batch_size=8", "data.val_batch_size=16",
-            "data.split.val_fraction=0.2", "data.split.test_fraction=0.2", "trainer.accelerator=cpu",
+            "data.split.val_fraction=0.2", "data.split.test_fraction=0.2", "data.split.exclude=[]",
+            "trainer.accelerator=cpu",
             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "optim.warmup_epochs=1", *extra]
 
 

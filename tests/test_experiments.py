@@ -76,6 +76,10 @@ def test_coarse_then_fine_search(small_data, tmp_path):
         assert (sweep / name).is_file(), name
     ranges = yaml.safe_load((sweep / "fine_ranges.yaml").read_text())
     assert ranges["coarse_best_params"] == best.params
+    # the last step, written out: the best configuration confirmed across objects (folds x seeds)
+    confirm = (sweep / "confirm_command.txt").read_text()
+    assert confirm.startswith("python -m physiotouch.train -m ablation=confirm ")
+    assert all(f"{k}=" in confirm for k in f.best_params) and "hparams_search" not in confirm
 
 
 def _count(db: Path, state: str) -> int:
@@ -188,7 +192,8 @@ def test_wandb_offline_one_run_per_job(small_data, tmp_path):
 def test_report_treats_k_folds_as_replicates(small_data, tmp_path):
     sweep = tmp_path / "kfold"
     run = subprocess.run(train_cmd(small_data, tmp_path, "-m", "data.split.k_folds=2", "data.split.fold=0,1",
-                                   f"hydra.sweep.dir={sweep}"), capture_output=True, text=True)
+                                   f"hydra.sweep.dir={sweep}", "evaluate_after_training=true",
+                                   "eval.robustness.enabled=false", "eval.examples=1"), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     tests = {json.dumps(json.loads((sweep / j / "splits.json").read_text())["groups"]["test"]) for j in ("0", "1")}
     vals = [json.loads((sweep / j / "splits.json").read_text())["groups"]["val"] for j in ("0", "1")]
@@ -196,6 +201,12 @@ def test_report_treats_k_folds_as_replicates(small_data, tmp_path):
     result = build_report([sweep])
     assert {r["replicate"] for r in result["table"]} == {"seed 0 fold 0", "seed 0 fold 1"}
     assert [s["n"] for s in result["stats"].values()] == [2]
+    # issue 11: every validation object's own value (each is validated in one fold), and the spread across them
+    with (sweep / "per_object.csv").open() as fh:
+        objects = [row["object"] for row in csv.DictReader(fh)]
+    assert sorted(objects) == sorted(vals[0] + vals[1])
+    report = (sweep / "report.md").read_text()
+    assert "## Per validation object" in report and "SD across objects" in report
 
 
 def test_holm_ignores_missing_p_values_like_statsmodels():

@@ -239,3 +239,13 @@ def test_slurm_preset_runs_one_task_per_gpu():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.tasks_per_node == 4
     assert launcher.max_num_timeout > 0  # submitit requeues; Lightning's auto-requeue is off (test above)
+
+
+def test_any_term_of_the_objective_can_be_optimized(small_data, tmp_path, make_cfg):
+    from physiotouch.train import run_training
+
+    for term in ("val/loss_static", "val/loss_recon", "val/loss_pred"):
+        cfg = make_cfg(small_data, tmp_path / term.split("/")[1], "trainer.max_epochs=2",
+                       f"optimized_metric={term}")
+        result = run_training(cfg)
+        assert result["metric"] == min(r[term] for r in result["history"] if r["epoch"] >= 0)

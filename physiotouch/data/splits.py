@@ -4,6 +4,9 @@ TacQuad presses the same object on every sensor, so clips of one object are near
 split by clip or by sequence would put the same object in train and test. Here a whole object group (every
 sequence of one object, on every sensor) lies in exactly one of train / val / test.
 
+`exclude`: groups left out of every split (e.g. the objects an earlier release tested: a later model must neither
+train nor select on them). The fractions apply to the groups that remain.
+
 K-fold: the test groups are fixed by the split seed first; the remaining groups are dealt into k folds, and fold
 i is the validation set (the rest train). Every group is in exactly one validation fold.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .index import DataError, Sequence
@@ -29,6 +32,7 @@ class SplitConfig:
     k_folds: int = 0  # 0 or 1: a single train/val split; >= 2: K-fold over the non-test groups
     fold: int = 0
     group_by: str = "object"
+    exclude: list = field(default_factory=list)  # groups in no split
 
 
 def _count(n: int, fraction: float) -> int:
@@ -39,7 +43,10 @@ def assign_groups(groups: list[str], cfg: SplitConfig) -> dict[str, list[str]]:
     """Deterministic from cfg.seed and the sorted group names. -> {'train': [...], 'val': [...], 'test': [...]}."""
     if not (0 <= cfg.val_fraction < 1 and 0 <= cfg.test_fraction < 1 and cfg.val_fraction + cfg.test_fraction < 1):
         raise DataError("data.split: val_fraction and test_fraction must be in [0, 1) with a sum below 1")
-    order = sorted(set(groups))
+    unknown = sorted(set(cfg.exclude) - set(groups))
+    if unknown:
+        raise DataError(f"data.split.exclude names {unknown}, which are not {cfg.group_by} groups of this data set")
+    order = sorted(set(groups) - set(cfg.exclude))
     random.Random(cfg.seed).shuffle(order)
     n = len(order)
     n_test = _count(n, cfg.test_fraction)
@@ -69,7 +76,8 @@ def split_sequences(sequences: list[Sequence], cfg: SplitConfig) -> dict[str, li
     where = {g: split for split, gs in groups.items() for g in gs}
     out: dict[str, list[Sequence]] = {k: [] for k in SPLITS}
     for seq in sequences:
-        out[where[getattr(seq, cfg.group_by)]].append(seq)
+        if getattr(seq, cfg.group_by) in where:  # excluded groups are in no split
+            out[where[getattr(seq, cfg.group_by)]].append(seq)
     return out
 
 

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .per_object import per_object_section, per_object_values  # noqa: E402
 from .replicates import compare, holm, summarise  # noqa: E402,F401 - holm: used by tests through here
 from .runs import Run, RunError, check_comparable, commits, find_runs, flat  # noqa: E402
 
@@ -122,6 +123,7 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
                                                   for r in pruned))
     if skipped:
         notices.append("**Skipped run folders:**\n" + "".join(f"- {s}\n" for s in skipped))
+    md += "\n".join(["", *per_object_section(per_object_values(runs, notes), out)])
     if notices:
         head, rest = md.split("\n", 1)
         md = head + "\n\n" + "\n\n".join(notices) + "\n" + rest

@@ -128,6 +128,22 @@ class PhysiotouchOptunaSweeper(Sweeper):
                 raise RuntimeError(f"{failed} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
                                    f"{self.max_failure_rate}; see {sweep_dir / 'search_report.md'}")
         write_search_report(study, sweep_dir, self.search)
+        self._write_confirm_command(study, sweep_dir, fixed)
+
+    def _write_confirm_command(self, study: optuna.Study, sweep_dir: Path, fixed: dict) -> None:
+        """The search's last step, written out: its best configuration run across objects (5 folds x 2 seeds)."""
+        done = [t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("penalised")]
+        if not done:
+            return
+        best = (min if self.direction == "minimize" else max)(done, key=lambda t: t.value)
+        skip = ("hparams_search", "hydra.", "hydra/", "ablation", "search.")
+        kept = dict(o.split("=", 1) for o in self.config.hydra.overrides.task if "=" in o and "(" not in o)
+        kept.update({k: v for k, v in fixed.items() if k not in kept})
+        kept = {k: v for k, v in kept.items() if not k.lstrip("+~").startswith(skip)}
+        kept.update({k: override_text(v) for k, v in best.params.items()})
+        command = " ".join(["python -m physiotouch.train -m ablation=confirm", *[f"{k}={v}" for k, v in kept.items()]])
+        (sweep_dir / "confirm_command.txt").write_text(command + "\n")
+        log.info("confirm the best configuration across objects: %s", command)
 
     def _grace(self) -> float:
         beat = float(self.search.get("heartbeat_seconds") or 60)
