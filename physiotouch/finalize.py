@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", help="commit the generated README/Task.md blocks and create this git tag")
     parser.add_argument("--docs-root", type=Path, default=REPO_DIR, help="where README.md and Task.md live")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--replicates", type=Path, nargs="+", metavar="SWEEP_DIR",
+                        help="sweep folders holding this configuration's runs over folds x seeds (mean ± std in the "
+                             "release)")
     args = parser.parse_args(argv)
     if args.docs_from:
         with user_errors():
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.target is None:
         parser.error("give a run folder or checkpoint (or --docs-from RELEASE_DIR)")
     with user_errors():
-        out = finalize(args.target, args.out, args.force, args.tag, args.docs_root, args.batch_size)
+        out = finalize(args.target, args.out, args.force, args.tag, args.docs_root, args.batch_size,
+                       replicates=args.replicates)
     print(f"release written to {out}\n{(out / 'test_metrics.json').read_text()}")
     return 0
 

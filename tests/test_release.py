@@ -242,3 +242,24 @@ def test_a_split_that_trains_on_tested_objects_is_refused(trained_run, tmp_path)
     (run / "splits.json").write_text(json.dumps(splits))
     with pytest.raises(ReleaseError, match=f"earlier release tested \\({', '.join(sorted(tested))}"):
         finalize(run, tmp_path / "rel2", docs_root=root, log=lambda *_: None)
+
+
+def test_the_release_states_the_replicates_behind_its_configuration(trained_run, tmp_path):
+    run, root = release_copy(trained_run, tmp_path), docs(tmp_path)
+    reps = tmp_path / "reps"
+    for name, change in (("seed2", {"seed": 2}), ("seed3", {"seed": 3}), ("other", {"loss": {"name": "x"}})):
+        shutil.copytree(trained_run, reps / name)
+        cfg_file = reps / name / "config_resolved.yaml"
+        cfg = yaml.safe_load(cfg_file.read_text())
+        for key, value in change.items():
+            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+        cfg_file.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ReleaseError, match="no run under"):  # refused before the look: the ledger stays empty
+        finalize(run, tmp_path / "rel0", docs_root=root, log=lambda *_: None, replicates=[reps / "other"])
+    assert not (tmp_path / "datadir" / "test_ledger.json").exists()
+    out = finalize(run, tmp_path / "rel", docs_root=root, log=lambda *_: None, replicates=[reps])
+    behind = json.loads((out / "release.json").read_text())["replicates"]
+    assert sorted(Path(r).name for r in behind["runs"]) == ["seed2", "seed3"]  # not the other configuration
+    best = min(r["val/objective"] for r in json.loads((trained_run / "history.json").read_text()) if r["epoch"] >= 0)
+    assert behind["val/objective"]["n"] == 2 and behind["val/objective"]["mean"] == pytest.approx(best)
+    assert f"val/objective {best:.4f} ± 0.0000" in (root / "README.md").read_text()

@@ -164,7 +164,8 @@ def build_tasks(p: dict, vocab: dict, labels: dict, cfg: ProbeConfig, root: str 
     if late.any() and len(np.unique(p["object"][early])) >= 2:
         tasks.append(Task("reid_object", p["object"], [(np.flatnonzero(early), np.flatnonzero(late))],
                           vocab["object"], f"{root}/diagnostic_", ("linear",)))
-    return tasks
+    # a classifier needs two classes to fit on in every fold (e.g. one test object: no object probe on test)
+    return [t for t in tasks if t.classes is None or all(len(np.unique(t.y[f])) >= 2 for f, _ in t.folds)]
 
 
 def fit_probe(kind: str, x: np.ndarray, y: np.ndarray, cfg: ProbeConfig, regression: bool = False):

@@ -88,7 +88,8 @@ def check_own_checkpoint(target: Target, ckpt: dict, cfg: dict, run_info: dict) 
 
 
 def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
-             docs_root: Path = REPO_DIR, batch_size: int = 64, log=print) -> Path:
+             docs_root: Path = REPO_DIR, batch_size: int = 64, log=print, replicates: list[Path] | None = None
+             ) -> Path:
     register_resolvers()
     target = resolve_target(path)
     if tag and git_state(docs_root)["dirty"] is not False:  # dirty, or not a git checkout at all
@@ -124,6 +125,14 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
                            f"its numbers would not be on unseen objects. Choose a split whose train and validation "
                            f"avoid them, or name this with --force (recorded)")
 
+    behind = None
+    if replicates:  # read before the look, so that a bad folder cannot waste it
+        from .replicates import replicate_summary
+
+        behind = replicate_summary(replicates, cfg, splits["groups"]["test"])
+        if not behind["runs"]:
+            raise ReleaseError(f"no run under {', '.join(map(str, replicates))} has this run's trained settings and "
+                               f"test objects; name the sweep folders of its configuration's folds x seeds")
     datamodule = build_datamodule(cfg.get("data") or {}, str(target.run / run_folder.CONFIG))
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -141,7 +150,7 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
         "data_version": splits["data_version"], "split": splits.get("split"), "test_groups": splits["groups"]["test"],
         "forced": bool(previous or reused), "reused_tested_groups": sorted(reused), "metrics": metrics})
 
-    _write_release(out, target, model, cfg, splits, metrics, entry, previous, name)
+    _write_release(out, target, model, cfg, splits, metrics, entry, previous, name, behind)
     docs = {"Task.md": docs_root / "Task.md", "README.md": docs_root / "README.md"}
     block = results_block(out)
     for doc in docs.values():
@@ -159,7 +168,7 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
 
 
 def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, metrics: dict, entry: dict,
-                   previous: list, name: str) -> None:
+                   previous: list, name: str, behind: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     shutil.copy2(target.checkpoint, out / "model.ckpt")
@@ -187,7 +196,7 @@ def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, me
                             "precision": run_info.get("precision")},
                "validation": {k: v for k, v in summary.items() if k.startswith("summary/")},
                "test": metrics, "test_evaluations_before": previous, "forced": entry["forced"],
-               "reused_tested_groups": entry.get("reused_tested_groups", [])}
+               "reused_tested_groups": entry.get("reused_tested_groups", []), "replicates": behind}
     (out / "release.json").write_text(json.dumps(release, indent=2, default=str))
     overrides = " ".join(run_info.get("overrides", []))
     commit = (run_info.get("git") or {}).get("commit") or "<commit>"
@@ -237,6 +246,7 @@ def results_block(release_dir: Path) -> str:
              f"{s['model']['encoder']['hidden_size']}×{s['model']['encoder']['num_hidden_layers']}, mask "
              f"{s['model']['mask_ratio']}, seed {s['seed']}, {s['max_epochs']} epochs, batch {s['batch_size']}, "
              f"blr {s['optim']['blr']}, precision {s['precision']}", "",
+             *_replicates_line(r.get("replicates")),
              "| split | objective | loss_static | loss_recon | loss_pred | object probe acc | sensor probe acc "
              "| motion probe acc |", "|---|---|---|---|---|---|---|---|",
              f"| validation (best epoch {int(v.get('summary/best_epoch', -1))}) | {f(v.get('summary/best_loss'))} "
@@ -262,6 +272,16 @@ def results_block(release_dir: Path) -> str:
         lines.append("The test split was evaluated exactly once, for this release.")
     lines.append(END)
     return "\n".join(lines)
+
+
+def _replicates_line(behind: dict | None) -> list[str]:
+    if not behind or not behind.get("runs"):
+        return ["- replicates: none named (`finalize --replicates`); the numbers below are one run's", ""]
+    s = {k: behind[k] for k in ("val/objective", "val/loss_static", "val/loss_recon", "val/loss_pred")}
+    return [f"- chosen on validation across objects: this configuration's {s['val/objective']['n']} runs "
+            f"({', '.join(behind['replicates'])}) reach val/objective {s['val/objective']['mean']:.4f} ± "
+            f"{s['val/objective']['std']:.4f} (mean ± std; static {s['val/loss_static']['mean']:.4f}, recon "
+            f"{s['val/loss_recon']['mean']:.4f}, pred {s['val/loss_pred']['mean']:.4f})", ""]
 
 
 def replace_block(doc: Path, block: str) -> None:
