@@ -29,7 +29,7 @@ from physiotouch.config_checks import validate_train_config
 from physiotouch.data import build_datamodule
 from physiotouch.preflight import preflight
 from physiotouch.search.pruning import ReportToTrial, search_callbacks
-from physiotouch.training.callbacks import AtomicCheckpointIO, EpochSummary
+from physiotouch.training.callbacks import AtomicCheckpointIO, EpochSummary, InjectNaN
 from physiotouch.training.health import check_health, format_health
 from physiotouch.training.loggers import ResumableCSVLogger, configure_wandb, finish_wandb
 from physiotouch.training.module import PretrainModule
@@ -80,6 +80,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, resume_from: tuple[int, int
     configure_wandb(loggers, cfg)
     callbacks = [EpochSummary()] + [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks += search_callbacks(cfg.optimized_metric)  # inside a search: report to the trial, stop when pruned
+    if (cfg.get("fault_injection") or {}).get("nan_at_step") is not None:
+        callbacks.append(InjectNaN(cfg.fault_injection.nan_at_step))
     resolve_precision(cfg.trainer)
     plugins = [AtomicCheckpointIO(), *cluster_plugins()]
     return hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins,
@@ -195,8 +197,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict:
 
     module = PretrainModule(model_cfg=to_plain(cfg.model), loss_cfg=to_plain(cfg.loss), optim_cfg=to_plain(cfg.optim),
                             augment_cfg=to_plain(cfg.augment), seed=cfg.seed, batch_size=cfg.data.batch_size,
-                            max_epochs=cfg.trainer.max_epochs, val_mask_ratio=cfg.validation.mask_ratio,
-                            debug={**to_plain(cfg.debug), "checkpoint_dir": str(output_dir / "checkpoints")})
+                            max_epochs=cfg.trainer.max_epochs, val_mask_ratio=cfg.validation.mask_ratio)
     module.run_id = _run_id(output_dir, ckpt_path)
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from physiotouch.config import register_resolvers
 from physiotouch.paths import CONF_DIR
 
-GROUPS = ["data", "model", "loss", "trainer", "logger", "callbacks", "experiment", "ablation", "hparams_search"]
+GROUPS = ["data", "model", "loss", "trainer", "logger", "callbacks", "experiment", "ablation", "hparams_search",
+          "debug"]
 
 
 def options(group: str) -> list[str]:

@@ -126,7 +126,7 @@ def test_sweep_killed_mid_trial_resumes_without_repeating(small_data, tmp_path):
 
 
 def test_failed_trials_are_recorded_and_the_sweep_finishes(small_data, tmp_path):
-    run = subprocess.run(search_cmd(small_data, tmp_path, "coarse", 2, "debug.inject_nan_at_step=0"),
+    run = subprocess.run(search_cmd(small_data, tmp_path, "coarse", 2, "fault_injection.nan_at_step=0"),
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     study = optuna.load_study(study_name="physiotouch-coarse", storage=f"sqlite:///{tmp_path}/optuna.db")

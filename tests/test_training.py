@@ -144,7 +144,7 @@ def test_resume_from_last_equals_an_uninterrupted_run(small_data, tmp_path, make
 
 
 def test_nan_loss_stops_with_a_message_and_a_saved_checkpoint(small_data, tmp_path, make_cfg):
-    cfg = make_cfg(small_data, tmp_path, "trainer.max_epochs=2", "debug.inject_nan_at_step=3")
+    cfg = make_cfg(small_data, tmp_path, "trainer.max_epochs=2", "fault_injection.nan_at_step=3")
     with pytest.raises(NonFiniteLossError, match="non-finite training loss.*nonfinite-last-good.ckpt"):
         run_training(cfg)
     saved = tmp_path / "checkpoints" / "nonfinite-last-good.ckpt"
@@ -157,7 +157,7 @@ def test_nan_loss_stops_with_a_message_and_a_saved_checkpoint(small_data, tmp_pa
 
 def test_nan_loss_in_the_cli_gives_one_line_and_exit_code(small_data, tmp_path):
     run = subprocess.run([sys.executable, "-m", "physiotouch.train", *train_overrides(small_data, tmp_path),
-                          "trainer.max_epochs=1", "debug.inject_nan_at_step=1"], capture_output=True, text=True)
+                          "trainer.max_epochs=1", "fault_injection.nan_at_step=1"], capture_output=True, text=True)
     assert run.returncode == 4  # the documented code for a diverged run (physiotouch/cli.py)
     assert "error: non-finite training loss" in run.stderr and "Traceback" not in run.stderr
 

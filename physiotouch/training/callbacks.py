@@ -1,4 +1,5 @@
-"""Lightning pieces the library does not ship: the epoch summary hook, atomic checkpoint writes, safe reads."""
+"""Lightning pieces the library does not ship: the epoch summary hook, atomic checkpoint writes, safe reads, and a
+fault injection for tests."""
 
 from __future__ import annotations
 
@@ -32,3 +33,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         return safe_torch_load(path, map_location=map_location or "cpu")
+
+
+class InjectNaN(L.Callback):
+    """`fault_injection.nan_at_step=N` (tests): from optimiser step N on, the decoder's last block outputs NaN, so
+    the loss turns non-finite the way a diverging run's does, and the run's own guard handles it. A forward hook,
+    so the training step carries no test-only code."""
+
+    def __init__(self, at_step: int):
+        self.at_step, self.handle = int(at_step), None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        def poison(module, inputs, output):
+            return output * float("nan") if trainer.training and trainer.global_step >= self.at_step else output
+
+        self.handle = pl_module.model.decoder_blocks[-1].register_forward_hook(poison)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.handle is not None:
+            self.handle.remove()

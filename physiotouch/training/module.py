@@ -46,8 +46,7 @@ def _mix(*values: int) -> int:
 
 class PretrainModule(L.LightningModule):
     def __init__(self, model_cfg: dict, loss_cfg: dict, optim_cfg: dict, augment_cfg: dict | None = None,
-                 seed: int = 0, batch_size: int = 8, max_epochs: int = 100, val_mask_ratio: float | None = None,
-                 debug: dict | None = None):
+                 seed: int = 0, batch_size: int = 8, max_epochs: int = 100, val_mask_ratio: float | None = None):
         super().__init__()
         # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
@@ -58,7 +57,6 @@ class PretrainModule(L.LightningModule):
         self.optim_cfg = OptimConfig(**optim_cfg)
         self.augment_cfg = AugmentConfig(**(augment_cfg or {}))
         self.seed, self.batch_size, self.max_epochs = int(seed), int(batch_size), int(max_epochs)
-        self.debug = dict(debug or {})
         self.val_mask_ratio = self.model.cfg.mask_ratio if val_mask_ratio is None else float(val_mask_ratio)
         # Parameters a mode never uses are frozen, so DDP needs no unused-parameter search: the post-layernorm
         # (features only) always, and the image path in the joint mode (the reference never trains it there).
@@ -140,9 +138,6 @@ class PretrainModule(L.LightningModule):
         else:
             out = self._forward_video(clips, noise)
             total, mode = cfg.training_dynamic(out["loss_recon"], out["loss_pred"]), MODE_DYNAMIC
-        nan_step = self.debug.get("inject_nan_at_step")
-        if nan_step is not None and self.global_step >= int(nan_step):
-            total = total * float("nan")
         self._guard_finite(total, batch_idx)
         self._log_batch(out, total, mode, batch_idx, b, weights)
         self._accumulate(out, total, mode, weights)
@@ -155,7 +150,8 @@ class PretrainModule(L.LightningModule):
         # The weights still hold the state after the last good optimiser step: save it before stopping.
         path = None
         if all(torch.isfinite(p).all() for p in self.model.parameters()):
-            ckpt_dir = self.debug.get("checkpoint_dir") or self.trainer.default_root_dir
+            best = self.trainer.checkpoint_callback  # beside the run's other checkpoints
+            ckpt_dir = (best.dirpath if best is not None and best.dirpath else None) or self.trainer.default_root_dir
             path = f"{ckpt_dir}/nonfinite-last-good.ckpt"
             self.trainer.save_checkpoint(path)
         where = f"epoch {self.current_epoch}, batch {batch_idx}, optimiser step {self.global_step}"
