@@ -51,6 +51,22 @@ def test_losses_follow_the_reference_definitions(tiny):
     assert torch.equal(out["loss_dynamic"], out["loss_recon"] + out["loss_pred"])
 
 
+def test_per_clip_losses_and_the_objective_have_one_definition(tiny):
+    """Validation, evaluation and the release score clips with the model's own per-clip losses and objective: with
+    a fixed mask ratio, their mean is the batch loss of forward_loss."""
+    clips = torch.randn(3, 4, 3, 56, 56)
+    noise = tiny.fixed_mask_noise(torch.tensor([5, 6, 7]), tiny.num_patches)
+    assert torch.equal(noise, tiny.fixed_mask_noise(torch.tensor([5, 6, 7]), tiny.num_patches))  # seeded by the clip
+    with torch.no_grad():
+        out = tiny.forward_video(clips, noise)
+        per_clip = tiny.per_clip_losses(tiny.targets(clips), out["pred"], out["mask"])
+    for key in ("loss_static", "loss_recon", "loss_pred", "loss_dynamic"):
+        assert per_clip[key].shape == (3,)
+        assert per_clip[key].mean().item() == pytest.approx(out[key].item(), rel=1e-5)
+    assert tiny.objective(per_clip).mean().item() == pytest.approx(tiny.objective(out).item(), rel=1e-5)
+    assert torch.equal(tiny.objective(out), out["loss_static"] + out["loss_dynamic"])
+
+
 def test_norm_pix_targets_are_normalised_per_patch_and_frame():
     cfg = named_model_configs()["tiny"]
     cfg.norm_pix_loss = True

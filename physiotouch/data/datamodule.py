@@ -34,13 +34,6 @@ def clip_id(folder: str, t: int) -> int:
     return zlib.crc32(f"{folder}:{t}".encode())
 
 
-def fixed_mask_noise(clip_ids: torch.Tensor, num_patches: int) -> torch.Tensor:
-    """The masking noise of each clip's fixed validation mask, seeded by the clip alone: the same mask for every
-    run, seed and scheme (training's validation and the evaluation both use it). -> [B, num_patches] on the CPU."""
-    return torch.stack([torch.rand(num_patches, generator=torch.Generator().manual_seed(int(c)))
-                        for c in clip_ids.tolist()])
-
-
 @dataclass
 class Windows:
     """Which windows a dataset serves: sequence index and last frame t of each, plus labels."""

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from physiotouch.data.augment import normalize, to_float_clips
-from physiotouch.data.datamodule import ClipDataset, fixed_mask_noise
+from physiotouch.data.datamodule import ClipDataset
 from physiotouch.models import TactileVideoMAE
 
 PASSES: Counter = Counter()  # (split name, perturbation name) -> passes, for tests and logs
@@ -44,7 +44,7 @@ class ClipEncoder(L.LightningModule):
         clips = normalize(clips)
         values = {"x": self.model.encode(clips, "video")}
         if self.errors:
-            noise = fixed_mask_noise(batch["clip_id"].cpu(), self.model.num_patches).to(clips.device)
+            noise = self.model.fixed_mask_noise(batch["clip_id"].cpu(), self.model.num_patches).to(clips.device)
             out = self.model.forward_video(clips, noise, mask_ratio=self.mask_ratio)
             values.update(per_clip_errors(self.model, clips, out))
         result = {k: v.float().cpu().numpy() for k, v in values.items()}

@@ -1,8 +1,8 @@
 """One pass over a split: unmasked features for the probes and per-clip reconstruction errors (fixed masks).
 
-Per-clip errors follow the training losses, per sample: static (frame 1, masked patches), recon (frames 1-3, masked
-patches), pred (frame 4, all patches), the error of each frame position, and the "copy shortcut" baseline: frame 3
-copied as the prediction of frame 4 (the shortcut the reference's roadmap warns of).
+Per-clip errors are the model's own per-clip losses (`TactileVideoMAE.per_clip_losses`, `objective`): static,
+recon, pred, the objective and the error of each frame position; beside them the baselines scored on the same
+patches, among them the "copy shortcut": frame 3 copied as the prediction of frame 4 (the roadmap's warning).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from physiotouch.data.augment import normalize, to_float_clips
-from physiotouch.data.datamodule import ClipDataset, fixed_mask_noise
+from physiotouch.data.datamodule import ClipDataset
 from physiotouch.models import TactileVideoMAE
 
 
@@ -23,7 +23,7 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
       (`mean_static`, `mean_recon`); frame 4 guessed as the mean of frames 1-3 at each patch (`mean_pred`).
     """
     target = model.targets(clips)  # [B, L, 4, V]
-    err = ((out["pred"].float() - target) ** 2).mean(dim=-1)  # [B, L, 4]
+    losses = model.per_clip_losses(target, out["pred"], out["mask"])
     m = out["mask"]
     masked = lambda e: (e * m).sum(1) / m.sum(1)  # noqa: E731 - [B, L] -> [B]
     copy = ((target[:, :, 2] - target[:, :, 3]) ** 2).mean(dim=(-1, -2))  # frame 3 as the guess of frame 4
@@ -31,10 +31,11 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
     visible_mean = (target[:, :, :3] * visible).sum(1, keepdim=True) / visible.sum(1, keepdim=True)  # [B, 1, 3, V]
     mean_err = ((visible_mean - target[:, :, :3]) ** 2).mean(dim=-1)  # [B, L, 3]
     mean_pred = ((target[:, :, :3].mean(2) - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
-    return {"static": masked(err[:, :, 0]), "recon": masked(err[:, :, :3].mean(-1)), "pred": err[:, :, 3].mean(1),
-            "frame1": masked(err[:, :, 0]), "frame2": masked(err[:, :, 1]), "frame3": masked(err[:, :, 2]),
-            "frame4": err[:, :, 3].mean(1), "copy_frame3": copy, "mean_static": masked(mean_err[:, :, 0]),
-            "mean_recon": masked(mean_err.mean(-1)), "mean_pred": mean_pred}
+    frames = losses["frame_errors"]  # [B, 4]
+    return {"static": losses["loss_static"], "recon": losses["loss_recon"], "pred": losses["loss_pred"],
+            "objective": model.objective(losses), **{f"frame{i + 1}": frames[:, i] for i in range(4)},
+            "copy_frame3": copy, "mean_static": masked(mean_err[:, :, 0]), "mean_recon": masked(mean_err.mean(-1)),
+            "mean_pred": mean_pred}
 
 
 @torch.no_grad()
@@ -44,6 +45,6 @@ def example_outputs(model: TactileVideoMAE, ds: ClipDataset, indices: list[int],
     batch = [ds[i] for i in indices]
     clips = normalize(to_float_clips(torch.stack([b["clip"] for b in batch]).to(device)))
     ids = torch.tensor([b["clip_id"] for b in batch])
-    out = model.eval().to(device).forward_video(clips, fixed_mask_noise(ids, model.num_patches).to(device),
+    out = model.eval().to(device).forward_video(clips, model.fixed_mask_noise(ids, model.num_patches).to(device),
                                                 mask_ratio=mask_ratio)
     return {"clips": clips.cpu(), "pred": out["pred"].float().cpu(), "mask": out["mask"].cpu()}

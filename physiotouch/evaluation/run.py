@@ -46,7 +46,7 @@ def eval_config(node) -> EvalConfig:
 
 
 def _objective(f: dict) -> np.ndarray:
-    return f["static"] + f["recon"] + f["pred"]
+    return f["objective"]  # per clip, by the model's own definition (TactileVideoMAE.objective)
 
 
 def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:

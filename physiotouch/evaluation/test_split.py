@@ -21,7 +21,7 @@ def evaluate_test(model, datamodule, batch_size: int, mask_ratio: float, device:
     test = encode(model, datamodule.release_test_dataset(), batch_size, mask_ratio, device=device, name="test")
     train = encode(model, datamodule.datasets["train"], batch_size, mask_ratio, device=device, name="train")
     m = {"test/clips": float(len(test["x"])),
-         "test/objective": float((test["static"] + test["recon"] + test["pred"]).mean()),
+         "test/objective": float(test["objective"].mean()),  # TactileVideoMAE.objective, per clip
          "test/loss_static": float(test["static"].mean()), "test/loss_recon": float(test["recon"].mean()),
          "test/loss_pred": float(test["pred"].mean()),
          "test/loss_dynamic": float((test["recon"] + test["pred"]).mean()),

@@ -114,6 +114,13 @@ class TactileVideoMAE(nn.Module):
         mask = torch.gather(mask, 1, ids_restore)
         return kept, mask, ids_restore
 
+    @staticmethod
+    def fixed_mask_noise(clip_ids: torch.Tensor, num_patches: int) -> torch.Tensor:
+        """The masking noise of each clip's fixed validation mask, seeded by the clip alone: the same mask for every
+        run, seed and scheme (validation, evaluation and the release all use it). -> [B, num_patches] on the CPU."""
+        return torch.stack([torch.rand(num_patches, generator=torch.Generator().manual_seed(int(c)))
+                            for c in clip_ids.tolist()])
+
     def forward_encoder(self, tokens: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
         """tokens [B, L, D] -> latent [B, 1+K, P], mask [B, L], ids_restore [B, L]."""
         kept, mask, ids_restore = self.random_masking(tokens, mask_ratio, noise)
@@ -160,6 +167,21 @@ class TactileVideoMAE(nn.Module):
         loss_pred = err[:, :, NUM_INPUT_FRAMES].mean()  # frame 4 is never seen: every patch counts
         return {"loss_static": loss_static, "loss_recon": loss_recon, "loss_pred": loss_pred,
                 "loss_dynamic": loss_recon + loss_pred}
+
+    def per_clip_losses(self, target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The losses of `forward_loss`, per clip. target, pred [B, L, 4, V]; mask [B, L] -> each [B]."""
+        err = ((pred.float() - target) ** 2).mean(dim=-1)  # [B, L, 4]
+        masked = (err[:, :, :NUM_INPUT_FRAMES] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # [B, 3]
+        loss_recon = masked.mean(-1)
+        loss_pred = err[:, :, NUM_INPUT_FRAMES].mean(1)
+        return {"loss_static": masked[:, 0], "loss_recon": loss_recon, "loss_pred": loss_pred,
+                "loss_dynamic": loss_recon + loss_pred, "frame_errors": torch.cat([masked, loss_pred[:, None]], 1)}
+
+    @staticmethod
+    def objective(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The one number every scheme, seed and run is compared on: static + dynamic (recon + pred), whatever the
+        training weights. Works on batch means and on per-clip losses alike."""
+        return losses["loss_static"] + losses["loss_dynamic"]
 
     # ----------------------------------------------------------------------------------------------------------
     # the three passes

@@ -18,7 +18,6 @@ import torch
 
 from physiotouch.cli import DIVERGED, UserError
 from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
-from physiotouch.data.datamodule import fixed_mask_noise
 from physiotouch.models import build_model
 
 from .balancing import build_balancer
@@ -203,7 +202,7 @@ class PretrainModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------------------------
     # validation: the same objective for every scheme, with a fixed mask per clip
     def fixed_noise(self, clip_ids: torch.Tensor) -> torch.Tensor:
-        return fixed_mask_noise(clip_ids, self.model.num_patches).to(self.device)
+        return self.model.fixed_mask_noise(clip_ids, self.model.num_patches).to(self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         clips = self.prepare_clips(batch, False)
@@ -211,7 +210,7 @@ class PretrainModule(L.LightningModule):
         out = self.model.forward_video(clips, noise, mask_ratio=self.val_mask_ratio)
         b = clips.shape[0]
         metrics = {f"val/{k}": out[k] for k in ("loss_static", "loss_recon", "loss_pred", "loss_dynamic")}
-        metrics["val/objective"] = out["loss_static"] + out["loss_dynamic"]
+        metrics["val/objective"] = self.model.objective(out)
         if self.loss_cfg.mode == "alternating":  # what the static batches of this mode train
             image = self.model.forward_image(clips, noise, mask_ratio=self.val_mask_ratio)
             metrics["val/loss_static_image"] = image["loss_static"]
