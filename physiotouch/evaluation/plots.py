@@ -14,14 +14,11 @@ import torch  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
 
 from physiotouch.data.augment import denormalize  # noqa: E402
+from physiotouch.utils.figures import save_figure  # noqa: E402
 
 
 def _save(fig, path: Path, tight: bool = True) -> Path:
-    if tight:
-        fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight)
 
 
 def confusion(curve: dict, task: str, out: Path) -> Path:

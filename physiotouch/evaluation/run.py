@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from physiotouch.utils.markdown import table
+
 from . import plots
-from .controls import control_metrics, controls_for
+from .controls import CONTROLS, control_metrics, controls_for
 from .encoder import encode
 from .features import example_outputs
 from .probes import ProbeConfig, Task, build_tasks, fit_task, pool, probe_splits, run_probes, score_task
@@ -191,6 +193,7 @@ def reconstruction_controls(m: dict[str, float]) -> dict[str, dict]:
 
 def _controls_section(m: dict, controls: dict) -> list[str]:
     f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    verdict = lambda c: "yes" if c["beats_controls"] else "**no**"  # noqa: E731
     shown = [k for k in controls if k.startswith(("val/probe_", "val/loso_")) and
              k.endswith(("_accuracy", "_macro_f1", "_macro_auroc", "_r2", "_mae"))]
     lines = ["## Controls: does each number beat them?", "",
@@ -199,18 +202,12 @@ def _controls_section(m: dict, controls: dict) -> list[str]:
              "majority class (the mean, for a regression; MAE is "
              "lower-is-better). **no** marks a number that does "
              "not beat all of its controls: it says nothing about the representation.", "",
-             "| metric | model | raw pixels | pixel change | untrained | majority | beats all |",
-             "|---|---|---|---|---|---|---|"]
-    for key in shown:
-        c = controls[key]
-        lines.append(f"| {key} | {f(m[key])} | {f(c['raw_pixels'])} | {f(c['pixel_change'])} | {f(c['untrained'])} "
-                     f"| {f(c['majority'])} | {'yes' if c['beats_controls'] else '**no**'} |")
-    lines += ["", "| reconstruction (validation, lower is better) | model | copy last visible frame | mean frame | "
-              "beats all |", "|---|---|---|---|---|"]
-    for key in ("val/recon_static", "val/recon_recon", "val/recon_pred"):
-        c = controls[key]
-        lines.append(f"| {key} | {f(m[key])} | {f(c.get('copy_last_visible_frame'))} | {f(c['mean_frame'])} | "
-                     f"{'yes' if c['beats_controls'] else '**no**'} |")
+             *table(["metric", "model", "raw pixels", "pixel change", "untrained", "majority", "beats all"], [
+                 [k, f(m[k]), *[f(controls[k][c]) for c in CONTROLS], verdict(controls[k])] for k in shown]),
+             "", *table(["reconstruction (validation, lower is better)", "model", "copy last visible frame",
+                         "mean frame", "beats all"], [
+                 [k, f(m[k]), f(controls[k].get("copy_last_visible_frame")), f(controls[k]["mean_frame"]),
+                  verdict(controls[k])] for k in ("val/recon_static", "val/recon_recon", "val/recon_pred")])]
     lines += ["", "Frames 1-3 are masked as tubes (a removed patch is removed in all three), so no visible frame "
               "exists to copy there; the mean-frame baseline guesses each removed patch as the mean visible patch "
               "of its frame, and frame 4 as the mean of frames 1-3.", ""]
@@ -223,34 +220,32 @@ def _write_report(out: Path, m: dict, groups: dict, rows: list[dict], pictures: 
     lines = ["# Evaluation", "", f"Data version `{record['data_version']}`; train and validation splits only.", "",
              "## Probes on frozen features", "",
              "No probe is tested on a sequence it was fit on (`probe_splits.json` lists the folders). Object: held-out "
-             "sequences of every non-test object (folds of sequences). Sensor and the attributes of `labels.csv`: fit "
-             "on the train split's objects, tested on the validation split's (unseen objects). LoSO: the object "
-             "probe fit on all sensors but one, tested on the held-out sensor.", "",
-             "| task | probe | accuracy | macro F1 | micro F1 | macro AUROC | macro AUPRC | ECE | chance |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "sequences of every non-test object (folds of sequences). Sensor: fit on the train split's objects, "
+             "tested on the validation split's. Attributes of `labels.csv`: the non-test objects in folds, each "
+             "fold's objects tested by a probe fit on the other objects. LoSO: the object probe fit on all sensors "
+             "but one, tested on the held-out sensor.", ""]
+    probes = (("linear", "val/probe_{}_"), ("k-NN", "val/probe_{}_knn_"))
     tasks = sorted({k.split("/probe_")[1].rsplit("_", 1)[0] for k in m if k.startswith("val/probe_")
                     and k.endswith("_chance")})
-    for task in tasks:
-        for probe, prefix in (("linear", f"val/probe_{task}_"), ("k-NN", f"val/probe_{task}_knn_")):
-            if f"{prefix}accuracy" in m:
-                lines.append(f"| {task} | {probe} | " + " | ".join(f(m.get(prefix + k, '-')) for k in
-                             ("accuracy", "macro_f1", "micro_f1", "macro_auroc", "macro_auprc", "ece")) +
-                             f" | {f(m[f'val/probe_{task}_chance'])} |")
+    lines += table(["task", "probe", "accuracy", "macro F1", "micro F1", "macro AUROC", "macro AUPRC", "ECE", "chance"],
+                   [[t, name, *[f(m.get(pre.format(t) + k, "-")) for k in ("accuracy", "macro_f1", "micro_f1",
+                                                                          "macro_auroc", "macro_auprc", "ece")],
+                     f(m[f"val/probe_{t}_chance"])] for t in tasks for name, pre in probes
+                    if pre.format(t) + "accuracy" in m])
     regressions = sorted({k[len("val/probe_"):-len("_r2")] for k in m if k.startswith("val/probe_")
                           and k.endswith("_r2") and "_knn_" not in k})
     if regressions:
-        lines += ["", "| attribute (regression) | probe | R² | MAE |", "|---|---|---|---|"]
-        for task in regressions:
-            for probe, prefix in (("linear", f"val/probe_{task}_"), ("k-NN", f"val/probe_{task}_knn_")):
-                lines.append(f"| {task} | {probe} | {f(m.get(prefix + 'r2', '-'))} | {f(m.get(prefix + 'mae', '-'))} |")
+        lines += ["", *table(["attribute (regression)", "probe", "R²", "MAE"], [
+            [t, name, f(m.get(pre.format(t) + "r2", "-")), f(m.get(pre.format(t) + "mae", "-"))]
+            for t in regressions for name, pre in probes])]
     if "val/diagnostic_reid_object_accuracy" in m:
         lines += ["", f"Re-identification diagnostic (not a measure of the representation): an object probe fit on "
                       f"early and tested on late windows of the *same* sequences scores "
                       f"{f(m['val/diagnostic_reid_object_accuracy'])}; it tells which recording a clip comes from."]
     loso = sorted(k for k in m if k.startswith("val/loso_") and k.endswith("_object_accuracy") and "mean" not in k)
     if loso:
-        lines += ["", "| held-out sensor | object accuracy | object macro F1 |", "|---|---|---|"]
-        lines += [f"| {k.split('_')[1]} | {f(m[k])} | {f(m[k.replace('accuracy', 'macro_f1')])} |" for k in loso]
+        lines += ["", *table(["held-out sensor", "object accuracy", "object macro F1"], [
+            [k.split("_")[1], f(m[k]), f(m[k.replace("accuracy", "macro_f1")])] for k in loso])]
         lines.append(f"\nLoSO drop against the all-sensor object probe: {f(m.get('val/loso_drop_points', '-'))} "
                      f"points (roadmap target: at most 5).")
     lines += ["", *_controls_section(m, controls), "## Reconstruction on the validation split (fixed masks)", "",
@@ -258,19 +253,15 @@ def _write_report(out: Path, m: dict, groups: dict, rows: list[dict], pictures: 
               f"{f(m['val/recon_recon'])}, pred {f(m['val/recon_pred'])}; frame 3 copied as frame 4: "
               f"{f(m['val/recon_copy_frame3'])}. Prediction beats the copy shortcut on "
               f"{100 * m['val/pred_beats_copy_fraction']:.1f}% of clips.", ""]
-    for by, table in groups.items():
-        lines += [f"| {by.split('_')[0]} | static | recon | pred | copy frame 3 | pred beats copy |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {g} | " + " | ".join(f(v[k]) for k in (*ERRORS, "beats_copy")) + " |" for g, v in table.items()]
-        lines.append("")
+    for by, per_group in groups.items():
+        lines += [*table([by.split("_")[0], "static", "recon", "pred", "copy frame 3", "pred beats copy"],
+                         [[g, *[f(v[k]) for k in (*ERRORS, "beats_copy")]] for g, v in per_group.items()]), ""]
     if rows:
         keys = [k for k in rows[0] if k.startswith("val/")]
         lines += ["## Robustness (probes fit on clean features, tested on perturbed inputs)", "",
-                  "| perturbation | strength | " + " | ".join(keys) + " | " +
-                  " | ".join(f"drop {k.split('/')[-1]}" for k in keys) + " |", "|---" * (2 + 2 * len(keys)) + "|"]
-        for r in rows:
-            lines.append(f"| {r['perturbation']} | {r['strength']:g} | " + " | ".join(f(r.get(k, '-')) for k in keys)
-                         + " | " + " | ".join(f(r.get(f'drop:{k}', 0.0)) for k in keys) + " |")
+                  *table(["perturbation", "strength", *keys, *[f"drop {k.split('/')[-1]}" for k in keys]], [
+                      [r["perturbation"], f"{r['strength']:g}", *[f(r.get(k, "-")) for k in keys],
+                       *[f(r.get(f"drop:{k}", 0.0)) for k in keys]] for r in rows])]
         lines.append("\nA drop is clean minus perturbed: positive for accuracy means worse; negative for the "
                      "reconstruction objective means worse.")
     lines += ["", "## Pictures", "", *[f"- [{p.name}]({p.name})" for p in pictures]]

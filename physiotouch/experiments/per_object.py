@@ -15,6 +15,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from physiotouch.utils.markdown import table
+
 OBJECT_KEY = re.compile(r"^val/recon_static_object_(.+)$")
 TERMS = ("static", "recon", "pred")
 
@@ -48,12 +50,12 @@ def per_object_section(values: dict[str, dict[str, list[float]]], out: Path) -> 
     lines = ["## Per validation object (validation objective, mean over seeds)", "",
              "Each object is validated in one fold; lower is better. The last rows summarise across objects: a "
              "difference between configurations smaller than this spread is not a property of the objects in general.",
-             "", "| object | " + " | ".join(configs) + " |", "|---" * (1 + len(configs)) + "|"]
-    lines += [f"| {o} | " + " | ".join(fmt(mean[c].get(o)) for c in configs) + " |" for o in objects]
+             ""]
+    rows = [[o, *[fmt(mean[c].get(o)) for c in configs]] for o in objects]
     for label, fn in (("mean over objects", statistics.fmean), ("SD across objects", statistics.stdev),
                       ("min", min), ("max", max)):
-        lines.append(f"| *{label}* | " + " | ".join(
-            fmt(fn(list(mean[c].values()))) if len(mean[c]) >= 2 else "-" for c in configs) + " |")
+        rows.append([f"*{label}*", *[fmt(fn(list(mean[c].values()))) if len(mean[c]) >= 2 else "-" for c in configs]])
+    lines += table(["object", *configs], rows)
     if len(configs) >= 2:
         best = {o: min(configs, key=lambda c: mean[c].get(o, float("inf"))) for o in objects}
         lines += ["", "Best configuration per object: " + ", ".join(

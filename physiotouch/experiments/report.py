@@ -19,6 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from physiotouch.utils.figures import save_figure  # noqa: E402
+from physiotouch.utils.markdown import table as md_table  # noqa: E402
+
 from .per_object import per_object_section, per_object_values  # noqa: E402
 from .replicates import compare, holm, summarise  # noqa: E402,F401 - holm: used by tests through here
 from .runs import Run, RunError, check_comparable, commits, find_runs, flat  # noqa: E402
@@ -151,48 +154,43 @@ def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_
              f"{len(runs)} runs, data version `{data_version}`, one split (checked). Main metric `{main}` "
              f"({'lower' if main_mode == 'min' else 'higher'} is better, best epoch of each run), secondary "
              f"`{secondary}` at that epoch. Validation split only.", "",
-             "## Runs", "",
-             "| Run | Config | Replicate | " + f"{main} (val) | {secondary} (val) | " +
-             "".join(f"{k} | " for k in extra)
-             + "Training time | Checkpoint | Health |",
-             "|---" * (8 + len(extra)) + "|"]
-    for r in table:
-        t = r["train_seconds"]
-        duration = f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d}" if t else "-"
-        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['replicate']} | {_fmt(r[main])} | "
-                     f"{_fmt(r[secondary])}"
-                     f" | " + "".join(f"{_fmt(r[k])} | " for k in extra) + f"{duration} | {r['checkpoint']} | "
-                     f"{r['health']} |")
+             "## Runs", ""]
+
+    def duration(t) -> str:
+        return f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d}" if t else "-"
+
+    lines += md_table(["Run", "Config", "Replicate", f"{main} (val)", f"{secondary} (val)", *extra, "Training time",
+                       "Checkpoint", "Health"],
+                      [[Path(r["run"]).name, r["config"], r["replicate"], _fmt(r[main]), _fmt(r[secondary]),
+                        *[_fmt(r[k]) for k in extra], duration(r["train_seconds"]), r["checkpoint"], r["health"]]
+                       for r in table])
     terms = [k for k in TERMS if k not in (main, secondary) and any(k in r for r in table)]
-    lines += ["", "## Per configuration (mean ± std, 95% CI over seeds / folds)", "",
-              f"| Config | n | {main} mean ± std | 95% CI | {secondary} mean ± std | " +
-              "".join(f"{k} mean ± std | " for k in terms), "|---|---|---|---|---|" + "---|" * len(terms)]
+    rows = []
     for c, s in sorted(stats_rows.items(), key=lambda kv: kv[1]["mean"], reverse=main_mode == "max"):
         s2 = secondary_stats[c]
         term_stats = [summarise([r[k] for r in table if r["config"] == c and r.get(k) is not None]) for k in terms]
-        lines.append(f"| {c} | {s['n']} | {_fmt(s['mean'])} ± {_fmt(s['std'])} | [{_fmt(s['ci95_low'])}, "
-                     f"{_fmt(s['ci95_high'])}] | {_fmt(s2['mean'])} ± {_fmt(s2['std'])} | " +
-                     "".join(f"{_fmt(t['mean'])} ± {_fmt(t['std'])} | " for t in term_stats))
+        rows.append([c, s["n"], f"{_fmt(s['mean'])} ± {_fmt(s['std'])}",
+                     f"[{_fmt(s['ci95_low'])}, {_fmt(s['ci95_high'])}]", f"{_fmt(s2['mean'])} ± {_fmt(s2['std'])}",
+                     *[f"{_fmt(t['mean'])} ± {_fmt(t['std'])}" for t in term_stats]])
+    lines += ["", "## Per configuration (mean ± std, 95% CI over seeds / folds)", "",
+              *md_table(["Config", "n", f"{main} mean ± std", "95% CI", f"{secondary} mean ± std",
+                         *[f"{k} mean ± std" for k in terms]], rows)]
     if comparisons:
         lines += ["", "## Paired comparisons on shared replicates (paired t-test, Holm-adjusted)", "",
-                  "| A | B | shared replicates | mean(A − B) [95% CI] | d_z | smallest detectable | p | p (Holm) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for c in comparisons:
-            lines.append(f"| {c['a']} | {c['b']} | {', '.join(map(str, c['shared'])) or '-'} | "
-                         f"{_fmt(c['mean_diff'])} [{_fmt(c['diff_ci95_low'])}, {_fmt(c['diff_ci95_high'])}] | "
-                         f"{_fmt(c['effect_dz'], 3)} | {_fmt(c['mdd'])} | {_fmt(c['p_value'], 3)} | "
-                         f"{_fmt(c['p_holm'], 3)} |")
+                  *md_table(["A", "B", "shared replicates", "mean(A − B) [95% CI]", "d_z", "smallest detectable", "p",
+                             "p (Holm)"],
+                            [[c["a"], c["b"], ", ".join(map(str, c["shared"])) or "-",
+                              f"{_fmt(c['mean_diff'])} [{_fmt(c['diff_ci95_low'])}, {_fmt(c['diff_ci95_high'])}]",
+                              _fmt(c["effect_dz"], 3), _fmt(c["mdd"]), _fmt(c["p_value"], 3), _fmt(c["p_holm"], 3)]
+                             for c in comparisons])]
         lines.append("\nA comparison needs at least 2 shared replicates; '-' means it could not be made. The smallest "
                      "detectable difference is what a paired t-test on these replicates finds with 80% power at "
                      "5%: a |mean(A − B)| below it is no detectable difference, not evidence of none.")
-    lines += ["", "## Health verdicts", "", "| Run | Config | Replicate | overall | failed rules |",
-              "|---|---|---|---|---|"]
-    by_path = {str(r.path): r for r in runs}
-    for r in table:
-        h = by_path[r["run"]].health
-        failed = [k for k, v in h.get("rules", {}).items() if v.get("verdict") == "fail"]
-        lines.append(f"| {Path(r['run']).name} | {r['config']} | {r['replicate']} | {h.get('overall', '-')} | "
-                     f"{', '.join(failed) or '-'} |")
+    by_path = {str(r.path): r.health for r in runs}
+    lines += ["", "## Health verdicts", "", *md_table(["Run", "Config", "Replicate", "overall", "failed rules"], [
+        [Path(r["run"]).name, r["config"], r["replicate"], by_path[r["run"]].get("overall", "-"),
+         ", ".join(k for k, v in by_path[r["run"]].get("rules", {}).items() if v.get("verdict") == "fail") or "-"]
+        for r in table])]
     lines += ["", "## Best checkpoint (chosen by validation, never by a test number)", "",
               f"`{best_summary.get('best_checkpoint')}` — run `{best_run['run']}` ({best_run['config']}, "
               f"{best_run['replicate']}), {main} = {_fmt(best_run[main])}.", "", "## Plots", ""]
@@ -225,11 +223,7 @@ def _curves(runs, notes, out: Path, rows: list[tuple[str, str]], name: str, titl
             if ax.lines and i == 0 and j == 0:
                 ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 def _learning_curves(runs, notes, out):
@@ -267,11 +261,7 @@ def _weights_overview(runs, notes, out):
     axes[1].axhline(0.5, color="k", ls=":", lw=0.8)
     axes[2].legend(fontsize=7)  # val/objective exists for every scheme
     fig.suptitle("Loss balancing per configuration (mean over replicates)")
-    fig.tight_layout()
-    path = out / "weights_overview.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "weights_overview.png")
 
 
 def _metric_bars(per_config, stats_rows, main, out):
@@ -288,8 +278,4 @@ def _metric_bars(per_config, stats_rows, main, out):
     lo = min(min(v.values()) for v in per_config.values())
     hi = max(max(v.values()) for v in per_config.values())
     ax.set_ylim(lo - 0.2 * (hi - lo + 1e-9), hi + 0.2 * (hi - lo + 1e-9))
-    fig.tight_layout()
-    path = out / "main_metric.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "main_metric.png")

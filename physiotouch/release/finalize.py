@@ -23,6 +23,7 @@ from physiotouch.evaluation.test_split import evaluate_test
 from physiotouch.paths import REPO_DIR
 from physiotouch.training.run_info import environment, git_state
 from physiotouch.utils.files import sha256_file
+from physiotouch.utils.markdown import table
 
 from . import ledger
 
@@ -247,15 +248,14 @@ def results_block(release_dir: Path) -> str:
              f"{s['model']['mask_ratio']}, seed {s['seed']}, {s['max_epochs']} epochs, batch {s['batch_size']}, "
              f"blr {s['optim']['blr']}, precision {s['precision']}", "",
              *_replicates_line(r.get("replicates")),
-             "| split | objective | loss_static | loss_recon | loss_pred | object probe acc | sensor probe acc "
-             "| motion probe acc |", "|---|---|---|---|---|---|---|---|",
-             f"| validation (best epoch {int(v.get('summary/best_epoch', -1))}) | {f(v.get('summary/best_loss'))} "
-             f"| - | - | - "
-             f"| {probe(val, 'val', 'object')} | {probe(val, 'val', 'sensor')} | {probe(val, 'val', 'motion')} |",
-             f"| test ({'evaluated once' if not r['forced'] else 'not a first look: see below'}) | "
-             f"{f(t.get('test/objective'))} | {f(t.get('test/loss_static'))} | "
-             f"{f(t.get('test/loss_recon'))} | {f(t.get('test/loss_pred'))} | {probe(t, 'test', 'object')} "
-             f"| {f(t.get('test/probe_sensor_accuracy'))} | {probe(t, 'test', 'motion')} |", "",
+             *table(["split", "objective", "loss_static", "loss_recon", "loss_pred", "object probe acc",
+                     "sensor probe acc", "motion probe acc"], [
+                 [f"validation (best epoch {int(v.get('summary/best_epoch', -1))})", f(v.get("summary/best_loss")),
+                  "-", "-", "-", probe(val, "val", "object"), probe(val, "val", "sensor"), probe(val, "val", "motion")],
+                 [f"test ({'evaluated once' if not r['forced'] else 'not a first look: see below'})",
+                  f(t.get("test/objective")), f(t.get("test/loss_static")), f(t.get("test/loss_recon")),
+                  f(t.get("test/loss_pred")), probe(t, "test", "object"), f(t.get("test/probe_sensor_accuracy")),
+                  probe(t, "test", "motion")]]), "",
              "Object probes are fit on some sequences and tested on other sequences of each split's own objects "
              "(validation: the non-test objects; test: the test objects), so their accuracies are over different "
              "numbers of classes; the sensor and motion probes are fit on the train split's objects and tested on "

@@ -15,6 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from physiotouch.utils.figures import save_figure  # noqa: E402
+from physiotouch.utils.markdown import table  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
@@ -55,19 +58,13 @@ def write_search_report(study: optuna.Study, out: Path, search: dict) -> dict:
              + (", failures recorded with a penalty" if search.get("failure_penalty") is not None else ""),
              f"- epochs trained (validation epochs reported): {sum(len(t.intermediate_values) for t in trials)}", ""]
     if reasons:
-        lines += ["## Failures", "", "| count | reason |", "|---|---|"]
-        lines += [f"| {n} | {r.replace('|', '/')} |" for r, n in reasons.most_common()]
-        lines.append("")
+        lines += ["## Failures", "", *table(["count", "reason"], [[n, r] for r, n in reasons.most_common()]), ""]
     if best is not None:
         lines += ["## Best trial", "", f"trial {best.number}: **{best.value:.6g}**", "",
-                  "| parameter | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in best.params.items()] + [""]
-    lines += ["## Trials", "", "| # | state | value | " + " | ".join(names) + " |",
-              "|---" * (3 + len(names)) + "|"]
-    for t in trials:
-        value = f"{t.value:.6g}" if t.value is not None else "-"
-        lines.append(f"| {t.number} | {t.state.name} | {value} | " +
-                     " | ".join(_fmt(t.params.get(n)) for n in names) + " |")
+                  *table(["parameter", "value"], [[k, v] for k, v in best.params.items()]), ""]
+    rows = [[t.number, t.state.name, "-" if t.value is None else f"{t.value:.6g}",
+             *[_fmt(t.params.get(n)) for n in names]] for t in trials]
+    lines += ["## Trials", "", *table(["#", "state", "value", *names], rows)]
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     (out / "search_report.md").write_text("\n".join(lines) + "\n")
     summary = {"trials": len(trials), "complete": len(complete), "pruned": len(pruned), "failed": len(failed),
@@ -103,8 +100,4 @@ def _plots(study: optuna.Study, out: Path, complete: list) -> list[Path]:
 
 
 def _save(ax, path: Path) -> Path:
-    fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
-    fig.set_size_inches(8, 5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(ax.figure if hasattr(ax, "figure") else ax[0].figure, path, size=(8, 5))
