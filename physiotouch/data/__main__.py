@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--objects", type=int, default=12, help="number of objects (12 geometries, then variants)")
     synth.add_argument("--sensors", default=",".join(SENSORS), help=f"comma-separated, from {','.join(SENSORS)}")
     synth.add_argument("--frames", type=int, default=48, help="frames per sequence")
+    synth.add_argument("--sequences", type=int, default=1,
+                       help="contact sequences per object and sensor (1: the original layout; the built-in set "
+                            "of data=synthetic uses 3 with --frames 24: motions in turn)")
     synth.add_argument("--width", type=int, default=96)
     synth.add_argument("--height", type=int, default=72)
     synth.add_argument("--seed", type=int, default=0)
@@ -40,9 +43,10 @@ def _run(args) -> int:
     if args.command == "synth":
         start = time.time()
         index = generate(SynthConfig(out=args.out, num_objects=args.objects, sensors=args.sensors.split(","),
-                                     frames=args.frames, width=args.width, height=args.height, seed=args.seed))
-        print(f"wrote {index} ({args.objects} objects x {len(args.sensors.split(','))} sensors x {args.frames} "
-              f"frames) in {time.time() - start:.1f} s")
+                                     frames=args.frames, width=args.width, height=args.height, seed=args.seed,
+                                     sequences=args.sequences))
+        print(f"wrote {index} and labels.csv ({args.objects} objects x {len(args.sensors.split(','))} sensors x "
+              f"{args.sequences} sequences x {args.frames} frames) in {time.time() - start:.1f} s")
         return 0
 
     problems = check_dataset(args.root, args.index, args.label_regex, allow_outside_root=args.allow_outside_root,
