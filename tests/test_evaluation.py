@@ -76,7 +76,8 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
             f.write_bytes(b"unreadable")
     out = tmp_path / "eval"
     m = _eval(trained_run, out, "use_run_data=false", f"data.root={data}", "data.synthetic=null",
-              f"data.cache_dir={tmp_path}/cache", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2")
+              f"data.cache_dir={tmp_path}/cache", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2",
+              "data.split.exclude=[]")
     assert m["val/probe_sensor_accuracy"] > m["val/probe_sensor_chance"] + 0.2
     assert max(m["val/probe_object_accuracy"], m["val/probe_object_knn_accuracy"]) > m["val/probe_object_chance"]
     assert 0.0 <= m["val/pred_beats_copy_fraction"] <= 1.0
