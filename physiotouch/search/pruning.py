@@ -45,7 +45,8 @@ def this_jobs_trial() -> optuna.trial.Trial | None:
 
     storage = st.open_storage(st.storage_url(hc.sweeper.get("storage"), hc.sweep.dir))
     pruner = instantiate(hc.sweeper.pruner) if hc.sweeper.get("pruner") else optuna.pruners.NopPruner()
-    study = optuna.load_study(study_name=hc.sweeper.get("study_name") or hc.job.name, storage=storage, pruner=pruner)
+    name = st.study_name(hc.sweeper.get("study_name"), hc.job.name)
+    study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
     return st.trial_by_number(study, storage, int(hc.job.num))
 
 

@@ -35,6 +35,16 @@ def storage_url(configured: str | None, sweep_dir: str | Path) -> str:
     return str(configured) if configured else f"sqlite:///{Path(sweep_dir) / 'optuna.db'}"
 
 
+def study_name(configured: str | None, job_name: str) -> str:
+    """`hydra.sweeper.study_name`, or the job name when null (the sweeper and its jobs must agree)."""
+    return str(configured) if configured else job_name
+
+
+def _with_driver(url: str) -> str:
+    """A plain postgresql:// URL with the driver of the [postgres] extra."""
+    return "postgresql+psycopg://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
+
+
 def _file_of(url: str) -> Path | None:
     for prefix in ("sqlite:///", JOURNAL):
         if url.startswith(prefix):
@@ -49,8 +59,7 @@ def open_storage(url: str) -> BaseStorage:
     if url.startswith(JOURNAL):
         # The open() lock works on NFS, where the default symlink lock may not.
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]  # the driver of the [postgres] extra
+    url = _with_driver(url)
     try:
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
     except ModuleNotFoundError as err:
@@ -83,8 +92,7 @@ def claim_lock(url: str, study_name: str) -> Iterator[None]:
     import sqlalchemy
 
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-    url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(_with_driver(url), poolclass=sqlalchemy.pool.NullPool)
     with engine.connect() as con:  # the lock belongs to this session and ends with it, even if we are killed
         con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
         try:

@@ -91,7 +91,7 @@ class PhysiotouchOptunaSweeper(Sweeper):
         search = config.get("search")  # physiotouch's extra settings; absent in a config written for the plugin
         self.search = OmegaConf.to_container(search, resolve=True) if search is not None else {}
         self.url = st.storage_url(self.storage_url, config.hydra.sweep.dir)
-        self.study_name = self.study_name or config.hydra.job.name
+        self.study_name = st.study_name(self.study_name, config.hydra.job.name)
 
     # ------------------------------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> None:
