@@ -33,12 +33,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from physiotouch.config import compose_config, to_plain
 from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
+from physiotouch.hydra_setup import compose_config
 from physiotouch.models import build_model
 from physiotouch.models.transformer import attention_kernel
 from physiotouch.training.optim import OptimConfig, build_optimizer
 from physiotouch.training.schemes import LossConfig
+from physiotouch.utils.plain import to_plain
 
 # Dense peaks in FLOP/s (vendor data sheets, SXM parts): (bf16/fp16 tensor cores, tf32 tensor cores).
 DEVICE_PEAKS = {"H200": (989e12, 494e12), "H100": (989e12, 494e12), "A100": (312e12, 156e12),

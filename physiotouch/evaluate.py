@@ -14,11 +14,11 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from physiotouch import run_folder
-from physiotouch.checkpoints import load_model
+from physiotouch.checkpoints.format import load_model
 from physiotouch.cli import user_errors
-from physiotouch.config import register_resolvers
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.run import eval_config, run_evaluation
+from physiotouch.hydra_setup import register_resolvers
 from physiotouch.training.loggers import finish_wandb
 
 log = logging.getLogger("physiotouch.evaluate")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from physiotouch.cli import user_errors
-from physiotouch.experiments.report import build_report
+from physiotouch.experiments.results_report import build_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,21 +22,23 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physiotouch import run_folder
-from physiotouch.checkpoints import check_resumable
+from physiotouch.checkpoints.format import check_resumable
+from physiotouch.checkpoints.io import AtomicCheckpointIO
+from physiotouch.checkpoints.weights import load_weights_into
 from physiotouch.cli import ConfigError, as_user_error, report
-from physiotouch.config import register_resolvers, to_plain
 from physiotouch.config_checks import validate_train_config
 from physiotouch.data import build_datamodule
+from physiotouch.hydra_setup import register_resolvers
 from physiotouch.preflight import preflight
 from physiotouch.search.pruning import ReportToTrial, search_callbacks
-from physiotouch.training.callbacks import AtomicCheckpointIO, EpochSummary, InjectNaN
+from physiotouch.training.callbacks import EpochSummary, InjectNaN
 from physiotouch.training.health import check_health, format_health
 from physiotouch.training.loggers import ResumableCSVLogger, configure_wandb, finish_wandb
 from physiotouch.training.module import PretrainModule
-from physiotouch.training.run_info import run_info
 from physiotouch.utils.files import remove_stale_temps
 from physiotouch.utils.locks import FolderLock
-from physiotouch.utils.safe_load import CheckpointError
+from physiotouch.utils.plain import to_plain
+from physiotouch.utils.provenance import run_info
 
 log = logging.getLogger("physiotouch.train")
 
@@ -46,28 +48,6 @@ def resolve_precision(trainer_cfg: DictConfig) -> None:
         return
     cuda = torch.cuda.is_available() and trainer_cfg.get("accelerator") in ("auto", "gpu", "cuda")
     trainer_cfg.precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true"
-
-
-def load_initial_weights(module: PretrainModule, path: str) -> None:
-    """`init_from`: a physiotouch checkpoint or a reference best.pth/last.pth, into the configured model."""
-    from physiotouch.checkpoints import load_checkpoint, model_state_from, require_same_model
-    from physiotouch.legacy import load_state_into
-    from physiotouch.utils.safe_load import safe_torch_load
-
-    raw = safe_torch_load(path, allow_namespace=True)
-    if isinstance(raw, dict) and "state_dict" in raw:
-        ckpt = load_checkpoint(path)
-        require_same_model(ckpt["hyper_parameters"]["model_cfg"], module.model.cfg, f"init_from '{path}'")
-        missing, unexpected = module.model.load_state_dict(model_state_from(ckpt), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"init_from '{path}' does not fit model config: missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]}; pick the model=... it was trained with")
-    elif isinstance(raw, dict) and isinstance(raw.get("model", raw), dict):
-        load_state_into(module.model, raw.get("model", raw), path)
-    else:
-        raise CheckpointError(f"init_from '{path}' holds a {type(raw).__name__}, not a checkpoint (a physiotouch "
-                              f".ckpt or a reference best.pth)")
-    log.info("initial weights from %s", path)
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, resume_from: tuple[int, int] | None = None) -> L.Trainer:
@@ -99,7 +79,7 @@ def best_value(history: list[dict], key: str, mode: str) -> float | None:
 
 def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, output_dir: Path) -> dict:
     """The evaluation (probes, errors, pictures) of the best checkpoint, into RUN/eval/."""
-    from physiotouch.checkpoints import load_model
+    from physiotouch.checkpoints.format import load_model
     from physiotouch.evaluation.run import eval_config, run_evaluation
 
     model, _ = load_model(ckpt)
@@ -200,7 +180,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict:
                             max_epochs=cfg.trainer.max_epochs, val_mask_ratio=cfg.validation.mask_ratio)
     module.run_id = _run_id(output_dir, ckpt_path)
     if cfg.get("init_from"):
-        load_initial_weights(module, cfg.init_from)
+        load_weights_into(module.model, cfg.init_from)
     trainer = build_trainer(cfg, output_dir, resume_from)
     overrides = []
     try:

@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from physiotouch.config import compose_config  # noqa: E402
 from physiotouch.data.synthetic import SynthConfig, generate  # noqa: E402
+from physiotouch.hydra_setup import compose_config  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 SMALL = dict(num_objects=6, frames=10, width=32, height=24, seed=3)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from physiotouch.checkpoints import load_model
-from physiotouch.legacy import load_upstream_checkpoint
+from physiotouch.checkpoints.format import load_model
+from physiotouch.checkpoints.reference import load_upstream_checkpoint
+from physiotouch.checkpoints.safe_load import CheckpointError, safe_torch_load
 from physiotouch.models import TactileVideoMAE, named_model_configs
 from physiotouch.models.clip_init import load_clip_into
-from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 from .conftest import FIXTURES
 
@@ -153,7 +153,7 @@ def test_clip_directory_errors_name_the_folder(tmp_path):
 
 def test_clip_init_through_the_config(tmp_path):
     transformers.CLIPVisionModel(_vision_config()).save_pretrained(tmp_path)
-    from physiotouch.config import compose_config
+    from physiotouch.hydra_setup import compose_config
     from physiotouch.models import build_model
 
     cfg = compose_config(["model=tiny", "model.encoder.init=clip", f"model.encoder.clip_path={tmp_path}",

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from physiotouch.config import register_resolvers
+from physiotouch.hydra_setup import register_resolvers
 from physiotouch.paths import CONF_DIR
 
 GROUPS = ["data", "model", "loss", "trainer", "logger", "callbacks", "experiment", "ablation", "hparams_search",

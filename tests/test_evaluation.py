@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from physiotouch.config import compose_config
 from physiotouch.evaluate import evaluate_checkpoint
 from physiotouch.evaluation.probes import classification_metrics
 from physiotouch.evaluation.robustness import make_perturbation
+from physiotouch.hydra_setup import compose_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 QUICK = ["eval.probe.gap=1", "eval.examples=2", "eval.robustness.strengths.center_crop=[0.8]",
@@ -136,7 +136,7 @@ def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp
 
     import numpy as np
 
-    from physiotouch.checkpoints import load_model
+    from physiotouch.checkpoints.format import load_model
     from physiotouch.data import build_datamodule
     from physiotouch.evaluation.run import EvalConfig, run_evaluation
     from physiotouch.run_folder import read_yaml

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from physiotouch.experiments.report import build_report
+from physiotouch.experiments.results_report import build_report
 from physiotouch.experiments.runs import RunError
 from physiotouch.search.narrowing import NarrowingRule, narrow
 
@@ -212,7 +212,7 @@ def test_report_treats_k_folds_as_replicates(small_data, tmp_path):
 def test_holm_ignores_missing_p_values_like_statsmodels():
     from statsmodels.stats.multitest import multipletests
 
-    from physiotouch.experiments.report import holm
+    from physiotouch.experiments.results_report import holm
 
     for pvalues in ([0.01, math.nan, 0.001], [0.04, 0.03, math.nan, 0.2, 0.001], [math.nan, math.nan], [0.5]):
         present = [p for p in pvalues if not math.isnan(p)]

@@ -30,10 +30,10 @@ import yaml
 from PIL import Image
 
 from physiotouch.cli import ConfigError, as_user_error
-from physiotouch.config import compose_config
 from physiotouch.config_checks import TRAIN_RULES, validate_train_config
 from physiotouch.data import build_datamodule
 from physiotouch.data.frames import FrameError, decode_frame, to_rgb8
+from physiotouch.hydra_setup import compose_config
 
 from .conftest import train_overrides
 
@@ -264,7 +264,7 @@ def summary_unchanged(env: Env) -> None:
 
 
 def full_disk_on_save(env: Env) -> list[str]:
-    code = ("import errno, runpy, sys\nimport physiotouch.training.callbacks as cb\n"
+    code = ("import errno, runpy, sys\nimport physiotouch.checkpoints.io as cb\n"
             "def full(*a, **k):\n    raise OSError(errno.ENOSPC, 'No space left on device', str(a[1]))\n"
             "cb.atomic_torch_save = full\nsys.argv = ['train'] + sys.argv[1:]\n"
             "runpy.run_module('physiotouch.train', run_name='__main__')\n")
@@ -524,7 +524,7 @@ def test_disk_errors_become_one_line():
 
 
 def test_report_names_skipped_runs_and_goes_on(trained_run, tmp_path):
-    from physiotouch.experiments.report import build_report
+    from physiotouch.experiments.results_report import build_report
 
     for name in ("a", "b", "half", "cut"):
         shutil.copytree(trained_run, tmp_path / "runs" / name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from physiotouch.config import compose_config
+from physiotouch.hydra_setup import compose_config
 from physiotouch.models import ModelConfig, TactileVideoMAE, build_model, named_model_configs
 from physiotouch.models.transformer import sincos_pos_embed_2d
 

@@ -72,11 +72,12 @@ def test_attribute_labels_are_learnable_from_pixels_on_held_out_sequences(tmp_pa
     """The built-in motion labels can be learned at all, from pixels, on held-out sequences of unseen objects: the
     pooled pixels' change between frames beats the majority class. (Raw pooled pixels with a linear probe do not:
     a slide's or a rotation's direction varies, only its magnitude tells the motion; README, evaluation.)"""
-    from physiotouch.config import compose_config, to_plain
     from physiotouch.data import build_datamodule
     from physiotouch.evaluation.controls import RawPixels, majority_metrics, pixel_change
     from physiotouch.evaluation.encoder import encode
     from physiotouch.evaluation.run import evaluation_labels
+    from physiotouch.hydra_setup import compose_config
+    from physiotouch.utils.plain import to_plain
 
     data = to_plain(compose_config([f"paths.data_dir={tmp_path}", f"paths.output_dir={tmp_path}"]).data)
     dm = build_datamodule(data)  # the built-in data set, as `python -m physiotouch.train` makes it

@@ -17,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-from physiotouch.checkpoints import atomic_torch_save
+from physiotouch.checkpoints.io import atomic_torch_save
 from physiotouch.preflight import PreflightError
-from physiotouch.release.finalize import BEGIN, ReleaseError, finalize
+from physiotouch.release.bundle import BEGIN, ReleaseError, finalize
 from physiotouch.train import run_training
 from physiotouch.utils.files import sha256_file
 
@@ -170,7 +170,7 @@ def _logged(run: Path) -> dict:
 
 def test_a_kill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path):
     target = tmp_path / "last.ckpt"
-    writer = ("import sys, torch\nfrom physiotouch.checkpoints import atomic_torch_save\n"
+    writer = ("import sys, torch\nfrom physiotouch.checkpoints.io import atomic_torch_save\n"
               "big = {'w': torch.randn(4_000_000)}\nwhile True:\n    atomic_torch_save(big, sys.argv[1])\n")
     rng = random.Random(1)
     for _ in range(5):

@@ -231,7 +231,7 @@ def test_under_slurm_submitit_alone_requeues_and_a_requeued_job_resumes(monkeypa
 def test_slurm_preset_runs_one_task_per_gpu():
     from hydra import compose, initialize_config_dir
 
-    from physiotouch.config import CONF_DIR, register_resolvers
+    from physiotouch.hydra_setup import CONF_DIR, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

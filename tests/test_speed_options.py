@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from physiotouch.config import compose_config
+from physiotouch.hydra_setup import compose_config
 from physiotouch.models import ModelConfig, TactileVideoMAE
 from physiotouch.models.transformer import attention_kernel
 from physiotouch.train import run_training
@@ -62,7 +62,7 @@ def test_activation_checkpointing_and_the_plain_attention_change_nothing():
 
 
 def test_ema_checkpoints_hold_the_averaged_weights_and_evaluation_uses_them(small_data, tmp_path):
-    from physiotouch.checkpoints import load_model
+    from physiotouch.checkpoints.format import load_model
 
     out = tmp_path / "ema"
     run_training(compose_config(train_overrides(small_data, out, "trainer.max_epochs=1", "callbacks=ema",
@@ -76,7 +76,7 @@ def test_ema_checkpoints_hold_the_averaged_weights_and_evaluation_uses_them(smal
 
 
 def test_evaluation_encodes_each_split_and_perturbation_once(trained_run, tmp_path):
-    from physiotouch.checkpoints import load_model
+    from physiotouch.checkpoints.format import load_model
     from physiotouch.data import build_datamodule
     from physiotouch.evaluation import encoder
     from physiotouch.evaluation.run import EvalConfig, run_evaluation

@@ -102,7 +102,7 @@ def test_joint_mode_freezes_the_unused_image_path():
 
 
 def _history(out: Path) -> list[dict]:
-    from physiotouch.utils.safe_load import safe_torch_load
+    from physiotouch.checkpoints.safe_load import safe_torch_load
 
     return safe_torch_load(out / "checkpoints" / "last.ckpt")["physiotouch"]["history"]
 
@@ -148,7 +148,7 @@ def test_nan_loss_stops_with_a_message_and_a_saved_checkpoint(small_data, tmp_pa
     with pytest.raises(NonFiniteLossError, match="non-finite training loss.*nonfinite-last-good.ckpt"):
         run_training(cfg)
     saved = tmp_path / "checkpoints" / "nonfinite-last-good.ckpt"
-    from physiotouch.checkpoints import load_model
+    from physiotouch.checkpoints.format import load_model
 
     model, ckpt = load_model(saved)
     assert ckpt["global_step"] == 3

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from physiotouch.legacy import load_state_into
+from physiotouch.checkpoints.reference import load_state_into
 from physiotouch.models import DecoderConfig, EncoderConfig, ModelConfig, TactileVideoMAE
 
 from .conftest import FIXTURES

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from physiotouch.utils.markdown import table
+from physiotouch.utils.plain import to_plain
 
 from . import plots
 from .controls import CONTROLS, control_metrics, controls_for
@@ -37,9 +38,7 @@ class EvalConfig:
 
 def eval_config(node) -> EvalConfig:
     """The `eval` config node (conf/eval/default.yaml) as an EvalConfig, `device: auto` resolved."""
-    from omegaconf import DictConfig, OmegaConf
-
-    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    values = to_plain(node)
     if values.get("device", "auto") == "auto":
         import torch
 

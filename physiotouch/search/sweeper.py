@@ -41,7 +41,7 @@ from . import storage as st
 from .narrowing import NarrowingRule, fine_search_space
 from .params import describe, override_text, search_space
 from .pruning import PRUNED_ATTR
-from .report import write_search_report
+from .search_report import write_search_report
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

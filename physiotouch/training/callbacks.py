@@ -1,15 +1,9 @@
-"""Lightning pieces the library does not ship: the epoch summary hook, atomic checkpoint writes, safe reads, and a
-fault injection for tests."""
+"""Lightning callbacks the library does not ship: the epoch summary hook, and a fault injection for tests.
+(Atomic checkpoint writes and safe reads: `physiotouch.checkpoints.io.AtomicCheckpointIO`.)"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
-from physiotouch.checkpoints import atomic_torch_save
-from physiotouch.utils.safe_load import safe_torch_load
 
 
 class EpochSummary(L.Callback):
@@ -22,17 +16,6 @@ class EpochSummary(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.summarize_epoch()
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes checkpoints to a temporary file and renames it (a kill while saving never corrupts `last.ckpt`);
-    reads them with `weights_only=True` (a checkpoint cannot run code)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        atomic_torch_save(checkpoint, path)
-
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        return safe_torch_load(path, map_location=map_location or "cpu")
 
 
 class InjectNaN(L.Callback):

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from physiotouch.checkpoints.format import FORMAT
 from physiotouch.cli import DIVERGED, UserError
 from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
 from physiotouch.models import build_model
@@ -257,6 +258,7 @@ class PretrainModule(L.LightningModule):
         return self.elapsed_before + (time.time() - self._fit_start if self._fit_start else 0.0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["format"] = FORMAT
         checkpoint["physiotouch"] = {"history": self.history, "best_train_loss": self.best_train_loss,
                                      "elapsed_seconds": self.elapsed(), "run_id": self.run_id}
 

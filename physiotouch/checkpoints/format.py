@@ -1,8 +1,9 @@
-"""Our checkpoint files: Lightning's `.ckpt` dict, read safely, plus a few helpers around it.
+"""Our checkpoint files: Lightning's `.ckpt` dict, read safely, plus the checks around it.
 
-A physiotouch checkpoint is a dict with `state_dict` (the LightningModule's, model weights under `model.`)
-and `hyper_parameters` holding plain values only (`model_cfg`, `loss_cfg`, ...), so that it loads with
-`torch.load(weights_only=True)`. `python -m physiotouch.legacy convert` writes the same layout.
+A physiotouch checkpoint is a dict with `format` (FORMAT), `state_dict` (the LightningModule's, model weights under
+`model.`) and `hyper_parameters` holding plain values only (`model_cfg`, `loss_cfg`, ...), so that it loads with
+`torch.load(weights_only=True)`. Training writes it (`PretrainModule.on_save_checkpoint`), and so does
+`python -m physiotouch.legacy convert` (`reference.save_converted`); `load_checkpoint` reads it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,10 @@ from pathlib import Path
 import torch
 
 from physiotouch.models import ModelConfig, TactileVideoMAE, named_model_configs
-from physiotouch.utils.files import atomic_write
-from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
-FORMAT = "physiotouch-ckpt-1"
+from .safe_load import CheckpointError, safe_torch_load
 
-
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
-    atomic_write(path, lambda fh: torch.save(obj, fh))
+FORMAT = "physiotouch-ckpt-1"  # written into every checkpoint; a file naming another format is refused
 
 
 def model_state_from(ckpt: dict) -> dict[str, torch.Tensor]:
@@ -39,6 +35,10 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
                 f"`python -m physiotouch.legacy convert {path} NEW.ckpt`."
                 if isinstance(ckpt, dict) and "model" in ckpt else "")
         raise CheckpointError(f"'{path}' is not a physiotouch checkpoint (no state_dict / model_cfg).{hint}")
+    fmt = ckpt.get("format", FORMAT)  # files written before the format key was stamped have none
+    if not (isinstance(fmt, str) and fmt == FORMAT):
+        raise CheckpointError(f"'{path}' is a checkpoint of format {str(fmt)[:40]!r}; this physiotouch reads "
+                              f"{FORMAT!r}: use the physiotouch version that wrote it")
     return ckpt
 
 

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from physiotouch.checkpoints import build_for_weights
 from physiotouch.models import ModelConfig, TactileVideoMAE, named_model_configs
-from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
+
+from .format import FORMAT, build_for_weights
+from .io import atomic_torch_save
+from .safe_load import CheckpointError, safe_torch_load
 
 _PREFIXES = [
     ("touch_model.", "encoder."),
@@ -176,3 +178,17 @@ def load_upstream_checkpoint(path: str | Path, model_cfg: ModelConfig | None = N
     load_state_into(model, state, str(path))
     return UpstreamCheckpoint(model, cfg, settings, None if epoch is None else int(epoch),
                               None if loss is None else float(loss))
+
+
+def save_converted(ck: UpstreamCheckpoint, source: str | Path, path: str | Path) -> None:
+    """A reference checkpoint as one of ours (FORMAT): weights under `model.`, plain hyper-parameters only."""
+    settings = {k: v for k, v in ck.settings.items() if isinstance(v, (int, float, str, bool, type(None)))}
+    atomic_torch_save({
+        "format": FORMAT,
+        "state_dict": {f"model.{k}": v for k, v in ck.model.state_dict().items()},
+        "hyper_parameters": {"model_cfg": ck.model_cfg.to_dict(),
+                             "loss_cfg": {"name": ck.scheme, "alpha": settings.get("alpha"),
+                                          "beta": settings.get("beta"), "static_ratio": settings.get("static_ratio")}},
+        "physiotouch": {"converted_from": str(source), "upstream_settings": settings,
+                        "upstream_epoch": ck.epoch, "upstream_loss": ck.loss},
+    }, path)

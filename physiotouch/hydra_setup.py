@@ -27,6 +27,3 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
 
-
-def to_plain(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})

@@ -15,15 +15,16 @@ from pathlib import Path
 import torch
 
 from physiotouch import run_folder
-from physiotouch.checkpoints import load_model, model_name, same_model
+from physiotouch.checkpoints.export import export_safetensors
+from physiotouch.checkpoints.format import load_model, model_name, same_model
 from physiotouch.cli import UserError
-from physiotouch.config import register_resolvers
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.test_split import evaluate_test
+from physiotouch.hydra_setup import register_resolvers
 from physiotouch.paths import REPO_DIR
-from physiotouch.training.run_info import environment, git_state
 from physiotouch.utils.files import sha256_file
 from physiotouch.utils.markdown import table
+from physiotouch.utils.provenance import environment, git_state
 
 from . import ledger
 
@@ -170,11 +171,8 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
 
 def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, metrics: dict, entry: dict,
                    previous: list, name: str, behind: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
     shutil.copy2(target.checkpoint, out / "model.ckpt")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors",
-              metadata={"model_cfg": json.dumps(model.cfg.to_dict())})
+    export_safetensors(model, out / "model.safetensors")
     for fname in ("config_resolved.yaml", "splits.json", "run_info.json", "summary.json", "health.json",
                   "history.json"):
         if (target.run / fname).is_file():

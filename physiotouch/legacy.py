@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 
-from physiotouch.checkpoints import FORMAT, atomic_torch_save
+from physiotouch.checkpoints.reference import load_upstream_checkpoint, save_converted
 from physiotouch.cli import user_errors
-from physiotouch.legacy import load_upstream_checkpoint
 from physiotouch.models import named_model_configs
 
 
@@ -31,23 +30,13 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     cfg = named_model_configs()[args.model] if getattr(args, "model", None) else None
     ck = load_upstream_checkpoint(args.old, cfg)
-    summary = {"epoch": ck.epoch, "loss": ck.loss, "scheme": ck.scheme,
-               **{k: ck.settings.get(k) for k in ("alpha", "beta", "mask_ratio", "norm_pix_loss", "static_ratio")},
-               "model_cfg": ck.model_cfg.to_dict()}
     if args.command == "info":
+        summary = {"epoch": ck.epoch, "loss": ck.loss, "scheme": ck.scheme,
+                   **{k: ck.settings.get(k) for k in ("alpha", "beta", "mask_ratio", "norm_pix_loss", "static_ratio")},
+                   "model_cfg": ck.model_cfg.to_dict()}
         print(json.dumps(summary, indent=2, default=str))
         return 0
-    settings = {k: v for k, v in ck.settings.items() if isinstance(v, (int, float, str, bool, type(None)))}
-    atomic_torch_save({
-        "format": FORMAT,
-        "state_dict": {f"model.{k}": v for k, v in ck.model.state_dict().items()},
-        "hyper_parameters": {"model_cfg": ck.model_cfg.to_dict(),
-                             "loss_cfg": {"scheme": ck.scheme, "alpha": settings.get("alpha"),
-                                          "beta": settings.get("beta"),
-                                          "static_ratio": settings.get("static_ratio")}},
-        "physiotouch": {"converted_from": str(args.old), "upstream_settings": settings,
-                        "upstream_epoch": ck.epoch, "upstream_loss": ck.loss},
-    }, args.new)
+    save_converted(ck, args.old, args.new)
     print(f"wrote {args.new} ({ck.scheme}, epoch {ck.epoch}, model "
           f"{ck.model_cfg.encoder.hidden_size}-wide x {ck.model_cfg.encoder.num_hidden_layers} layers)")
     return 0

@@ -1,0 +1,10 @@
+"""Everything about checkpoint files, in one package; import the module you need (nothing is loaded here, so that
+`models/` can use `safe_load` without importing the model-aware modules):
+
+- `safe_load`: the only way a file is read (`torch.load(weights_only=True)`, safetensors), with `CheckpointError`;
+- `format`: our `.ckpt` layout (`FORMAT`), its checks (model size, resumability) and `load_model`;
+- `io`: atomic writes, and the Lightning `CheckpointIO` that uses them;
+- `weights`: `init_from`, initial weights from one of our checkpoints or a reference one;
+- `reference`: the reference program's `best.pth` / `last.pth` (renamed keys, inferred sizes), and conversion;
+- `export`: the safetensors copy of a model that a release ships.
+"""
