@@ -37,8 +37,9 @@ from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to
 from physiotouch.hydra_setup import compose_config
 from physiotouch.models import build_model
 from physiotouch.models.transformer import attention_kernel
+from physiotouch.training.balancing import build_balancer
 from physiotouch.training.optim import OptimConfig, build_optimizer
-from physiotouch.training.schemes import LossConfig
+from physiotouch.training.schemes import LossConfig, build_scheme
 from physiotouch.utils.plain import to_plain
 
 # Dense peaks in FLOP/s (vendor data sheets, SXM parts): (bf16/fp16 tensor cores, tf32 tensor cores).
@@ -72,25 +73,24 @@ def setup(args, device: torch.device):
 def make_model(model_cfg: dict, loss: LossConfig, device: torch.device):
     torch.manual_seed(0)
     model = build_model(**model_cfg).to(device)
-    if loss.mode == "joint":  # as PretrainModule: the image path and post-layernorm do not train here
-        for module in (model.encoder.post_layernorm, model.encoder.embeddings.patch_embedding, model.head_image):
-            module.requires_grad_(False)
+    for module in model.unused_modules(build_scheme(loss, build_balancer(loss), model).paths):  # as PretrainModule
+        module.requires_grad_(False)
     return model
 
 
 def make_step(model, loss: LossConfig, augment: AugmentConfig, device: torch.device, *, compiled=False,
               autocast_dtype=None, scaler=None, fused=None):
     optimizer = build_optimizer(model, OptimConfig(), 1e-4, fused=fused)
-    forward = torch.compile(model.forward_video) if compiled else model.forward_video
+    compile_ = torch.compile if compiled else (lambda fn: fn)
+    passes = {"video": compile_(model.forward_video), "image": compile_(model.forward_image)}
+    scheme = build_scheme(loss, build_balancer(loss).to(device), model)  # the training step's own loss
 
     def step(batch: torch.Tensor, gen: torch.Generator, already_float: bool = False) -> torch.Tensor:
         clips = batch if already_float else normalize(augment_clips(to_float_clips(batch), augment, gen))
         noise = torch.rand(clips.shape[0], model.num_patches, device=device, generator=gen)
         ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with ctx:
-            out = forward(clips, noise)
-            total = loss.alpha * out["loss_static"] + loss.beta * loss.training_dynamic(out["loss_recon"],
-                                                                                        out["loss_pred"])
+            total = scheme.step(passes, clips, noise, gen).total
         if scaler is not None:
             scaler.scale(total).backward()
             scaler.step(optimizer)

@@ -13,48 +13,42 @@ import hydra
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
-from physiotouch import run_folder
 from physiotouch.checkpoints.format import load_model
 from physiotouch.cli import user_errors
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.run import eval_config, run_evaluation
 from physiotouch.hydra_setup import register_resolvers
+from physiotouch.run_folder import RunDir, RunFolderError
 from physiotouch.training.loggers import finish_wandb
 
 log = logging.getLogger("physiotouch.evaluate")
-
-
-def run_dir_of(ckpt: Path) -> Path | None:
-    """The training run a checkpoint belongs to (RUN/checkpoints/x.ckpt with RUN/config_resolved.yaml)."""
-    run = ckpt.resolve().parent.parent
-    return run if (run / run_folder.CONFIG).is_file() else None
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     register_resolvers()
     ckpt = Path(cfg.ckpt_path)
     model, _ = load_model(ckpt)
-    run = run_dir_of(ckpt)
+    run = RunDir.of_checkpoint(ckpt)
     data_cfg, source = cfg.data, "the evaluate config"
     if run is not None and cfg.use_run_data:
-        source = str(run / run_folder.CONFIG)
-        data_cfg = run_folder.read_yaml(run / run_folder.CONFIG).get("data")
+        source = str(run / RunDir.CONFIG)
+        data_cfg = run.config().get("data")
         if not isinstance(data_cfg, dict):
-            raise run_folder.RunFolderError(f"'{source}' has no data settings")
+            raise RunFolderError(f"'{source}' has no data settings")
     datamodule = build_datamodule(data_cfg, source, image_size=model.cfg.encoder.image_size)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    if run is not None and (run / run_folder.SPLITS).is_file():
-        trained = run_folder.read_json(run / run_folder.SPLITS)
+    if run is not None and run.has(RunDir.SPLITS):
+        trained = run.splits()
         differs = (trained["data_version"] != datamodule.record["data_version"] or
                    trained["groups"] != datamodule.record["groups"])
-        message = (f"the data or split differ from those the checkpoint's run used ({run / 'splits.json'}): data "
+        message = (f"the data or split differ from those the checkpoint's run used ({run / RunDir.SPLITS}): data "
                    f"version {trained['data_version']} vs {datamodule.record['data_version']}")
         if differs and cfg.use_run_data:
             raise DataError(message + "; the data changed since training")
         if differs:  # the user chose other data on purpose (use_run_data=false)
             log.warning(message)
-    out = Path(cfg.out_dir) if cfg.out_dir else (run / "eval" if run else Path(cfg.paths.output_dir) / "eval")
+    out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
     metrics = run_evaluation(model, datamodule, eval_config(cfg.eval), out)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     loggers = [lg for lg in loggers if not isinstance(lg, CSVLogger)] + [CSVLogger(str(out), name="csv", version="")]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from physiotouch.cli import user_errors
 from physiotouch.paths import REPO_DIR
-from physiotouch.release.bundle import finalize, replace_block, results_block
+from physiotouch.release.bundle import finalize
+from physiotouch.release.docs_block import replace_block, results_block
 
 
 def main(argv: list[str] | None = None) -> int:

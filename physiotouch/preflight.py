@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from physiotouch.cli import EnvironmentProblem, report
+from physiotouch.run_folder import RunDir
 
 
 class PreflightError(EnvironmentProblem):
@@ -34,7 +35,7 @@ def _writable(folder: Path) -> None:
 
 def preflight(output_dir: Path, min_free_mb: float) -> None:
     _writable(output_dir)
-    checkpoints = output_dir / "checkpoints"
+    checkpoints = RunDir(output_dir).checkpoints
     if checkpoints.exists() and not checkpoints.is_dir():
         raise PreflightError(f"'{checkpoints}' is not writable: it is a file, not a folder; move it away")
     if checkpoints.is_dir():  # a resumed or restarted run writes its checkpoints there

@@ -1,14 +1,19 @@
-"""Reading files of a run folder that may come from someone else ("evaluate my run"): bounded, plain data only.
+"""The run folder that `python -m physiotouch.train` writes, as one object: its file names, readers and writers.
 
-A run folder is input like any other file a user hands over. Its YAML is read with a safe loader that also
-refuses aliases (a few lines of nested aliases expand to gigabytes when traversed), its files are size-capped,
-and what is read is data: nothing in it is instantiated (see `physiotouch.data.build_datamodule`).
+Every command that reads or writes a run goes through `RunDir` (training writes it; evaluation, reports, searches
+and the release read it), so a file's name and format live here only.
+
+A run folder may come from someone else ("evaluate my run"): it is input like any other file a user hands over.
+Its YAML is read with a safe loader that also refuses aliases (a few lines of nested aliases expand to gigabytes
+when traversed), its files are size-capped, and what is read is data: nothing in it is instantiated (see
+`physiotouch.data.build_datamodule`).
 """
 
 from __future__ import annotations
 
 import json
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +21,6 @@ import yaml
 
 from physiotouch.cli import UserError
 
-CONFIG = "config_resolved.yaml"
-SPLITS = "splits.json"
-SUMMARY = "summary.json"
-RUN_INFO = "run_info.json"
-HISTORY = "history.json"
-HEALTH = "health.json"
-LOCK = ".run.lock"
-CHECKPOINTS = "checkpoints"
 MAX_BYTES = 16 * 2**20  # far above any file a run writes (history of 1,000 epochs: ~1 MiB)
 
 
@@ -72,3 +69,109 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise RunFolderError(f"'{path}' is not valid JSON ({err}); the run was cut off while writing it") from None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One training run's folder. The files, in the order training writes them:
+
+    config_resolved.yaml (every value resolved; the one config file readers use), splits.json (data version, split,
+    groups), run_info.json (command, commit, environment, run id), checkpoints/ (best by val/objective, last,
+    periodic), csv/metrics.csv, history.json (one row per epoch; epoch -1 is the untrained model), health.json,
+    summary.json (best epoch, best checkpoint, the optimized value); eval/ (evaluation); status.json (a failed
+    sweep job's reason); .run.lock (its one writer).
+    """
+
+    path: Path
+
+    CONFIG = "config_resolved.yaml"
+    SPLITS = "splits.json"
+    RUN_INFO = "run_info.json"
+    HISTORY = "history.json"
+    HEALTH = "health.json"
+    SUMMARY = "summary.json"
+    STATUS = "status.json"
+    LOCK = ".run.lock"
+    CHECKPOINTS = "checkpoints"
+    LAST = "last.ckpt"
+    EVAL = "eval"
+    EVAL_METRICS = "metrics.json"
+    METRICS_CSV = "csv/metrics.csv"
+    OVERRIDES = ".hydra/overrides.yaml"  # Hydra's own record of the command line's overrides
+    RELEASED = (CONFIG, SPLITS, RUN_INFO, SUMMARY, HEALTH, HISTORY)  # copied into a release
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: Path) -> "RunDir | None":
+        """The run a checkpoint belongs to (RUN/checkpoints/NAME.ckpt beside RUN/config_resolved.yaml), if any."""
+        run = cls(Path(ckpt).resolve().parent.parent)
+        return run if run.has(cls.CONFIG) else None
+
+    # --- places ---------------------------------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / self.LAST
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / self.EVAL
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    # --- readers (untrusted input: bounded, plain data) -----------------------------------------------------------
+    def config(self) -> dict:
+        return read_yaml(self.path / self.CONFIG)
+
+    def overrides(self) -> list[str]:
+        return [str(o) for o in read_yaml(self.path / self.OVERRIDES, list)] if self.has(self.OVERRIDES) else []
+
+    def splits(self) -> dict:
+        return read_json(self.path / self.SPLITS)
+
+    def run_info(self) -> dict:
+        return read_json(self.path / self.RUN_INFO)
+
+    def history(self) -> list[dict]:
+        history = read_json(self.path / self.HISTORY)
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise RunFolderError(f"'{self.path / self.HISTORY}' is not a list of epoch rows")
+        return history
+
+    def summary(self) -> dict:
+        return read_json(self.path / self.SUMMARY, {})
+
+    def health(self) -> dict:
+        return read_json(self.path / self.HEALTH, {})
+
+    def eval_metrics(self) -> dict:
+        return read_json(self.eval_dir / self.EVAL_METRICS, {})
+
+    def failure(self) -> str | None:
+        """The reason a sweep job recorded for failing (status.json), if it did."""
+        try:
+            return read_json(self.path / self.STATUS).get("reason")
+        except (RunFolderError, AttributeError):
+            return None
+
+    def best_checkpoint(self) -> Path | None:
+        """The best checkpoint by validation that summary.json names, if it lies in this run's checkpoints/."""
+        best = self.summary().get("best_checkpoint") if self.has(self.SUMMARY) else None
+        path = self.checkpoints / Path(best).name if best else None
+        return path if path is not None and path.is_file() else None
+
+    # --- writers (training's rank-zero process only; DDP starts one process per device) -------------------------
+    def write_json(self, name: str, obj, indent: int = 2) -> None:
+        (self.path / name).write_text(json.dumps(obj, indent=indent))
+
+    def write_text(self, name: str, text: str) -> None:
+        (self.path / name).write_text(text)

@@ -53,7 +53,7 @@ def make_cfg():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A tiny model trained 3 epochs on a slightly longer synthetic set (shared by evaluation and release tests)."""
-    from physiotouch.train import run_training
+    from physiotouch.training.run import run_training
 
     base = tmp_path_factory.mktemp("trained")
     data = base / "data"

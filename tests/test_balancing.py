@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from physiotouch.train import run_training
 from physiotouch.training.balancing import build_balancer
+from physiotouch.training.run import run_training
 from physiotouch.training.schemes import LossConfig
 
 

@@ -167,7 +167,7 @@ def test_clip_init_through_the_config(tmp_path):
 
 @pytest.mark.parametrize("kind", ["converted", "reference"])
 def test_training_starts_from_reference_weights(small_data, tmp_path, make_cfg, kind):
-    from physiotouch.train import run_training
+    from physiotouch.training.run import run_training
 
     init = BEST
     if kind == "converted":

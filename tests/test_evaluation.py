@@ -122,7 +122,7 @@ def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
 
 
 def test_a_probe_metric_can_be_the_sweep_objective(small_data, tmp_path, make_cfg):
-    from physiotouch.train import run_training
+    from physiotouch.training.run import run_training
 
     result = run_training(make_cfg(small_data, tmp_path, "trainer.max_epochs=1", "evaluate_after_training=true",
                                    "optimized_metric=val/probe_sensor_macro_f1", "optimized_metric_mode=max",

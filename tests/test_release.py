@@ -19,8 +19,9 @@ import yaml
 
 from physiotouch.checkpoints.io import atomic_torch_save
 from physiotouch.preflight import PreflightError
-from physiotouch.release.bundle import BEGIN, ReleaseError, finalize
-from physiotouch.train import run_training
+from physiotouch.release.bundle import ReleaseError, finalize
+from physiotouch.release.docs_block import BEGIN
+from physiotouch.training.run import run_training
 from physiotouch.utils.files import sha256_file
 
 from .conftest import train_overrides

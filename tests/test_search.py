@@ -207,7 +207,7 @@ hydra:
 def test_under_slurm_submitit_alone_requeues_and_a_requeued_job_resumes(monkeypatch, tmp_path):
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from physiotouch.train import cluster_plugins, requeued
+    from physiotouch.training.run import cluster_plugins, requeued
 
     for var in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_RESTART_COUNT"):
         monkeypatch.delenv(var, raising=False)
@@ -220,7 +220,7 @@ def test_under_slurm_submitit_alone_requeues_and_a_requeued_job_resumes(monkeypa
     assert requeued()
     from omegaconf import OmegaConf
 
-    from physiotouch.train import resume_checkpoint
+    from physiotouch.training.run import resume_checkpoint
 
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
@@ -243,7 +243,7 @@ def test_slurm_preset_runs_one_task_per_gpu():
 
 
 def test_any_term_of_the_objective_can_be_optimized(small_data, tmp_path, make_cfg):
-    from physiotouch.train import run_training
+    from physiotouch.training.run import run_training
 
     for term in ("val/loss_static", "val/loss_recon", "val/loss_pred"):
         cfg = make_cfg(small_data, tmp_path / term.split("/")[1], "trainer.max_epochs=2",

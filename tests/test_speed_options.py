@@ -15,7 +15,7 @@ import torch
 from physiotouch.hydra_setup import compose_config
 from physiotouch.models import ModelConfig, TactileVideoMAE
 from physiotouch.models.transformer import attention_kernel
-from physiotouch.train import run_training
+from physiotouch.training.run import run_training
 
 from .conftest import train_overrides
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from physiotouch.train import run_training
 from physiotouch.training.module import NonFiniteLossError, PretrainModule
 from physiotouch.training.optim import OptimConfig, base_lr, lr_at, param_groups
+from physiotouch.training.run import run_training
 
 from .conftest import train_overrides
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from physiotouch import run_folder
 from physiotouch.cli import UserError
+from physiotouch.run_folder import RunDir, RunFolderError
 from physiotouch.utils.files import sha256_file
 
 
@@ -53,6 +53,7 @@ class Run:
         return (s.get("data_version"), json.dumps(split, sort_keys=True), json.dumps(s.get("groups"), sort_keys=True))
 
     def epochs(self) -> list[dict]:
+        """The trained epochs' rows (history.json's epoch -1 is the untrained model's validation)."""
         return [r for r in self.history if r.get("epoch", 0) >= 0]
 
     def best_row(self, metric: str, mode: str = "min") -> dict:
@@ -77,33 +78,15 @@ class Run:
         return f"{Path(best).name}@{sha256_file(best)[:10]}"
 
 
-def _json(path: Path, default=None):
-    try:
-        return run_folder.read_json(path, default)
-    except run_folder.RunFolderError as err:
-        raise RunError(str(err)) from None
-
-
-def _yaml(path: Path, expect: type):
-    if not path.is_file():
-        return expect()
-    try:
-        return run_folder.read_yaml(path, expect)
-    except run_folder.RunFolderError as err:
-        raise RunError(str(err)) from None
-
-
 def load_run(path: Path) -> Run:
-    eval_file = path / "eval" / "metrics.json"
-    history = _json(path / run_folder.HISTORY)
-    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
-        raise RunError(f"'{path / run_folder.HISTORY}' is not a list of epoch rows")
-    resolved = path / run_folder.CONFIG  # every value resolved; older runs only have Hydra's composed config
-    return Run(path=path, config=_yaml(resolved if resolved.is_file() else path / ".hydra" / "config.yaml", dict),
-               overrides=[str(o) for o in _yaml(path / ".hydra" / "overrides.yaml", list)],
-               run_info=_json(path / run_folder.RUN_INFO), splits=_json(path / run_folder.SPLITS),
-               history=history, summary=_json(path / run_folder.SUMMARY, {}),
-               health=_json(path / run_folder.HEALTH, {}), eval_metrics=_json(eval_file, {}))
+    """A finished run's files (RunDir's readers), every value as the run resolved it (`config_resolved.yaml`)."""
+    run = RunDir(path)
+    try:
+        return Run(path=path, config=run.config(), overrides=run.overrides(), run_info=run.run_info(),
+                   splits=run.splits(), history=run.history(), summary=run.summary(), health=run.health(),
+                   eval_metrics=run.eval_metrics())
+    except RunFolderError as err:
+        raise RunError(str(err)) from None
 
 
 def find_runs(folders: list[Path]) -> tuple[list[Run], list[str]]:
@@ -114,10 +97,10 @@ def find_runs(folders: list[Path]) -> tuple[list[Run], list[str]]:
     for folder in folders:
         if not folder.is_dir():
             raise RunError(f"'{folder}' is not a folder")
-        candidates = [folder] if (folder / run_folder.RUN_INFO).is_file() else sorted(
-            p.parent for p in folder.rglob(run_folder.RUN_INFO) if "wandb" not in p.parts)
+        candidates = [folder] if RunDir(folder).has(RunDir.RUN_INFO) else sorted(
+            p.parent for p in folder.rglob(RunDir.RUN_INFO) if "wandb" not in p.parts)
         for p in candidates:
-            if (p / run_folder.HISTORY).is_file():
+            if RunDir(p).has(RunDir.HISTORY):
                 found.append(p)
             else:
                 skipped.append(f"{p}: unfinished (no history.json yet; still running, killed or failed)")

@@ -211,6 +211,22 @@ class TactileVideoMAE(nn.Module):
         raise ValueError(f"mode must be 'video' or 'image'; got '{mode}'")
 
     # ----------------------------------------------------------------------------------------------------------
+    # which parameters a training scheme uses
+    def unused_modules(self, paths: tuple[str, ...]) -> list[nn.Module]:
+        """Modules that training on `paths` ("video", "image") never reaches: the post-layernorm always (features
+        only, `encode`), and each path's own embedding and head when that path is not trained."""
+        unused = [self.encoder.post_layernorm]
+        if "image" not in paths:
+            unused += [self.encoder.embeddings.patch_embedding, self.head_image]
+        if "video" not in paths:
+            unused += [self.video_patch_embed, self.head_video]
+        return unused
+
+    def shared_decoder_weight(self) -> nn.Parameter:
+        """The last layer that the static and the dynamic loss both pass through (GradNorm balances there)."""
+        return self.decoder_blocks[-1].mlp.fc2.weight
+
+    # ----------------------------------------------------------------------------------------------------------
     # features for downstream use
     def encode(self, clips: torch.Tensor, path: str = "video") -> torch.Tensor:
         """Unmasked encoding -> projected class token after CLIP's post-layernorm, [B, P]."""

@@ -1,5 +1,6 @@
 """Lock a release: the test split evaluated once, the model, its settings, environment and commands archived with
-SHA-256 sums, and the "Final settings and results" blocks of Task.md and README.md generated from those files."""
+SHA-256 sums, and the "Final settings and results" blocks of Task.md and README.md generated from those files
+(`docs_block`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from physiotouch import run_folder
 from physiotouch.checkpoints.export import export_safetensors
 from physiotouch.checkpoints.format import load_model, model_name, same_model
 from physiotouch.cli import UserError
@@ -22,13 +22,12 @@ from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.test_split import evaluate_test
 from physiotouch.hydra_setup import register_resolvers
 from physiotouch.paths import REPO_DIR
+from physiotouch.run_folder import RunDir
 from physiotouch.utils.files import sha256_file
-from physiotouch.utils.markdown import table
 from physiotouch.utils.provenance import environment, git_state
 
 from . import ledger
-
-BEGIN, END = "<!-- physiotouch:final-results:begin -->", "<!-- physiotouch:final-results:end -->"
+from .docs_block import replace_block, results_block
 
 
 class ReleaseError(UserError):
@@ -36,56 +35,57 @@ class ReleaseError(UserError):
 
 
 @dataclass
-class Target:
-    run: Path
+class ReleaseSource:
+    run: RunDir
     checkpoint: Path
 
 
-def resolve_target(path: Path) -> Target:
+def resolve_target(path: Path) -> ReleaseSource:
     """A run folder (its best checkpoint by validation) or a checkpoint inside a run folder."""
     if path.is_dir():
-        summary = path / run_folder.SUMMARY
-        if not summary.is_file():
-            raise ReleaseError(f"'{path}' is not a finished training run (no summary.json)")
-        best = run_folder.read_json(summary).get("best_checkpoint")
-        if not best or not (path / run_folder.CHECKPOINTS / Path(best).name).is_file():
-            raise ReleaseError(f"the best checkpoint recorded in {summary} ({best}) does not exist in "
-                               f"{path / run_folder.CHECKPOINTS}")
-        return Target(path, path / run_folder.CHECKPOINTS / Path(best).name)
+        run = RunDir(path)
+        if not run.has(RunDir.SUMMARY):
+            raise ReleaseError(f"'{path}' is not a finished training run (no {RunDir.SUMMARY})")
+        best = run.best_checkpoint()
+        if best is None:
+            raise ReleaseError(f"the best checkpoint recorded in {run / RunDir.SUMMARY} "
+                               f"({run.summary().get('best_checkpoint')}) does not exist in {run.checkpoints}")
+        return ReleaseSource(run, best)
     if not path.is_file():
         raise ReleaseError(f"'{path}' does not exist")
-    run = path.resolve().parent.parent
-    if not (run / run_folder.CONFIG).is_file():
-        raise ReleaseError(f"'{path}' is not inside a training run folder (expected RUN/checkpoints/NAME.ckpt with "
-                           f"RUN/config_resolved.yaml)")
-    return Target(run, path)
+    run = RunDir.of_checkpoint(path)
+    if run is None:
+        raise ReleaseError(f"'{path}' is not inside a training run folder (expected RUN/{RunDir.CHECKPOINTS}/NAME.ckpt "
+                           f"with RUN/{RunDir.CONFIG})")
+    return ReleaseSource(run, path)
 
 
-def _setting(cfg: dict, target: Target, *keys: str):
+def _setting(cfg: dict, target: ReleaseSource, *keys: str):
     node = cfg
     for key in keys:
         node = node.get(key) if isinstance(node, dict) else None
     if node is None:
-        raise ReleaseError(f"{target.run / run_folder.CONFIG} has no {'.'.join(keys)}: it is not a physiotouch run's "
+        raise ReleaseError(f"{target.run / RunDir.CONFIG} has no {'.'.join(keys)}: it is not a physiotouch run's "
                            f"resolved config")
     return node
 
 
-def check_own_checkpoint(target: Target, ckpt: dict, cfg: dict, run_info: dict) -> None:
+def check_own_checkpoint(target: ReleaseSource, ckpt: dict, cfg: dict, run_info: dict) -> None:
     """The checkpoint must be one the run itself wrote: inside its checkpoints/ (links resolved), stamped with the
     run's id, and of the run's model size. Otherwise the release would pair one model with another's numbers."""
-    own_dir = (target.run / run_folder.CHECKPOINTS).resolve()
+    own_dir = target.run.checkpoints.resolve()
     if target.checkpoint.resolve().parent != own_dir:
         raise ReleaseError(f"'{target.checkpoint}' is not in {own_dir}: only a run's own checkpoints are released "
                            f"with its config and validation numbers")
     stamped = (ckpt.get("physiotouch") or {}).get("run_id")
     expected = run_info.get("run_id")
     if expected and stamped != expected:
-        raise ReleaseError(f"'{target.checkpoint}' was not written by the run in '{target.run}' (run id {stamped} vs "
-                           f"{expected} in run_info.json): it belongs to another run; finalize that run instead")
+        raise ReleaseError(f"'{target.checkpoint}' was not written by the run in '{target.run.path}' (run id "
+                           f"{stamped} vs {expected} in {RunDir.RUN_INFO}): it belongs to another run; finalize that "
+                           f"run instead")
     theirs, ours = ckpt["hyper_parameters"]["model_cfg"], cfg.get("model") or {}
     if not same_model(theirs, ours):
-        raise ReleaseError(f"'{target.checkpoint}' holds a {model_name(theirs)} model but the run '{target.run}' "
+        raise ReleaseError(f"'{target.checkpoint}' holds a {model_name(theirs)} model but the run '{target.run.path}' "
                            f"trained {model_name(ours)}: it is not this run's checkpoint")
 
 
@@ -97,9 +97,7 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     if tag and git_state(docs_root)["dirty"] is not False:  # dirty, or not a git checkout at all
         raise ReleaseError(f"--tag {tag}: the git tree at {docs_root} has uncommitted changes; commit them first "
                            f"(the tag must name exactly the code that made the release)")
-    cfg = run_folder.read_yaml(target.run / run_folder.CONFIG)
-    splits = run_folder.read_json(target.run / run_folder.SPLITS)
-    run_info = run_folder.read_json(target.run / run_folder.RUN_INFO)
+    cfg, splits, run_info = target.run.config(), target.run.splits(), target.run.run_info()
     model, ckpt = load_model(target.checkpoint)
     check_own_checkpoint(target, ckpt, cfg, run_info)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
@@ -135,12 +133,12 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
         if not behind["runs"]:
             raise ReleaseError(f"no run under {', '.join(map(str, replicates))} has this run's trained settings and "
                                f"test objects; name the sweep folders of its configuration's folds x seeds")
-    datamodule = build_datamodule(cfg.get("data") or {}, str(target.run / run_folder.CONFIG))
+    datamodule = build_datamodule(cfg.get("data") or {}, str(target.run / RunDir.CONFIG))
     datamodule.prepare_data()
     datamodule.setup("test")
     if datamodule.record["data_version"] != splits["data_version"]:
         raise DataError(f"the data changed since the run: version {datamodule.record['data_version']} now, "
-                        f"{splits['data_version']} in {target.run / 'splits.json'}")
+                        f"{splits['data_version']} in {target.run / RunDir.SPLITS}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluating the test split once: {target.checkpoint}")
     metrics = evaluate_test(model, datamodule, batch_size, mask_ratio, device)
@@ -169,25 +167,23 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     return out
 
 
-def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, metrics: dict, entry: dict,
+def _write_release(out: Path, target: ReleaseSource, model, cfg: dict, splits: dict, metrics: dict, entry: dict,
                    previous: list, name: str, behind: dict | None = None) -> None:
     shutil.copy2(target.checkpoint, out / "model.ckpt")
     export_safetensors(model, out / "model.safetensors")
-    for fname in ("config_resolved.yaml", "splits.json", "run_info.json", "summary.json", "health.json",
-                  "history.json"):
-        if (target.run / fname).is_file():
+    for fname in RunDir.RELEASED:
+        if target.run.has(fname):
             shutil.copy2(target.run / fname, out / fname)
-    if (target.run / "eval" / "report.md").is_file():
-        shutil.copy2(target.run / "eval" / "report.md", out / "validation_report.md")
-        shutil.copy2(target.run / "eval" / "metrics.json", out / "validation_metrics.json")
+    if (target.run.eval_dir / "report.md").is_file():
+        shutil.copy2(target.run.eval_dir / "report.md", out / "validation_report.md")
+        shutil.copy2(target.run.eval_dir / RunDir.EVAL_METRICS, out / "validation_metrics.json")
     (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
     (out / "requirements-freeze.txt").write_text(freeze)
     (out / "environment.json").write_text(json.dumps({**environment(), "machine": platform.node()}, indent=2))
-    run_info = run_folder.read_json(target.run / run_folder.RUN_INFO)
-    summary = run_folder.read_json(target.run / run_folder.SUMMARY, {})
+    run_info, summary = target.run.run_info(), target.run.summary()
     release = {"name": name, "created": entry["when"], "checkpoint": str(target.checkpoint),
-               "checkpoint_sha256": entry["sha256"], "run": str(target.run), "git": git_state(),
+               "checkpoint_sha256": entry["sha256"], "run": str(target.run.path), "git": git_state(),
                "trained_at_commit": run_info.get("git"), "data_version": splits["data_version"],
                "split": splits.get("split"), "test_groups": splits["groups"].get("test"),
                "settings": {"model": cfg["model"], "loss": cfg["loss"], "optim": cfg["optim"], "seed": cfg["seed"],
@@ -210,83 +206,3 @@ def _write_release(out: Path, target: Target, model, cfg: dict, splits: dict, me
         f"Environment: requirements-freeze.txt, environment.json. Data split: splits.json.\n")
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
     (out / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(out)}\n" for p in files))
-
-
-def results_block(release_dir: Path) -> str:
-    """The generated "Final settings and results" text, from the release folder's files only."""
-    r = json.loads((release_dir / "release.json").read_text())
-    t, v, s = r["test"], r["validation"], r["settings"]
-    f = lambda x: f"{x:.4f}" if isinstance(x, (int, float)) else "-"  # noqa: E731
-    val = {}
-    if (release_dir / "validation_metrics.json").is_file():
-        val = json.loads((release_dir / "validation_metrics.json").read_text())
-
-    def probe(metrics: dict, split: str, task: str) -> str:
-        acc, classes = metrics.get(f"{split}/probe_{task}_accuracy"), metrics.get(f"{split}/probe_{task}_classes")
-        return f(acc) + (f" ({int(classes)} classes)" if classes else "")
-
-    loss = s["loss"]
-    weights = f"α={loss['alpha']}, β={loss['beta']}"
-    if loss.get("balancer", "fixed") != "fixed":  # the weights used come from the release's history, not the config
-        history = json.loads((release_dir / "history.json").read_text()) if (release_dir / "history.json").is_file() \
-            else []
-        best = next((row for row in history if row.get("epoch") == v.get("summary/best_epoch")), {})
-        used = (f"; weights used in the best epoch α={best['epoch/alpha']:.3f}, β={best['epoch/beta']:.3f}"
-                if "epoch/alpha" in best else "")
-        weights = f"adaptive `{loss['balancer']}` balancing{used}"
-    trained = r.get("trained_at_commit") or {}
-    lines = [BEGIN, f"Release **{r['name']}**, generated by `python -m physiotouch.finalize` on {r['created']} from "
-             f"`releases/{release_dir.name}/release.json` (do not edit by hand).", "",
-             f"- checkpoint: `{Path(r['checkpoint']).name}` (sha256 `{r['checkpoint_sha256'][:16]}…`), trained at "
-             f"commit `{trained.get('commit')}`{' (with uncommitted changes)' if trained.get('dirty') else ''}",
-             f"- data version `{r['data_version']}`, split {json.dumps(r['split'])}, test groups "
-             f"{', '.join(r['test_groups'] or [])}",
-             f"- settings: loss `{loss['name']}` ({weights}), encoder "
-             f"{s['model']['encoder']['hidden_size']}×{s['model']['encoder']['num_hidden_layers']}, mask "
-             f"{s['model']['mask_ratio']}, seed {s['seed']}, {s['max_epochs']} epochs, batch {s['batch_size']}, "
-             f"blr {s['optim']['blr']}, precision {s['precision']}", "",
-             *_replicates_line(r.get("replicates")),
-             *table(["split", "objective", "loss_static", "loss_recon", "loss_pred", "object probe acc",
-                     "sensor probe acc", "motion probe acc"], [
-                 [f"validation (best epoch {int(v.get('summary/best_epoch', -1))})", f(v.get("summary/best_loss")),
-                  "-", "-", "-", probe(val, "val", "object"), probe(val, "val", "sensor"), probe(val, "val", "motion")],
-                 [f"test ({'evaluated once' if not r['forced'] else 'not a first look: see below'})",
-                  f(t.get("test/objective")), f(t.get("test/loss_static")), f(t.get("test/loss_recon")),
-                  f(t.get("test/loss_pred")), probe(t, "test", "object"), f(t.get("test/probe_sensor_accuracy")),
-                  probe(t, "test", "motion")]]), "",
-             "Object probes are fit on some sequences and tested on other sequences of each split's own objects "
-             "(validation: the non-test objects; test: the test objects), so their accuracies are over different "
-             "numbers of classes; the sensor and motion probes are fit on the train split's objects and tested on "
-             "unseen objects. A `-` is a probe the data cannot support (no labels.csv, or too few sequences).", ""]
-    before, reused = r["test_evaluations_before"], r.get("reused_tested_groups") or []
-    if before:
-        lines.append(f"**Forced re-evaluation (`--force`): these test objects had been evaluated {len(before)} time(s) "
-                     f"before** (first: {before[0]['when']}, {Path(before[0]['checkpoint']).name}), so this is not a "
-                     f"first look.")
-    if reused:
-        lines.append(f"**Forced (`--force`): the run trained or validated on objects an earlier release tested** "
-                     f"({', '.join(reused)}).")
-    if not (before or reused):
-        lines.append("The test split was evaluated exactly once, for this release.")
-    lines.append(END)
-    return "\n".join(lines)
-
-
-def _replicates_line(behind: dict | None) -> list[str]:
-    if not behind or not behind.get("runs"):
-        return ["- replicates: none named (`finalize --replicates`); the numbers below are one run's", ""]
-    s = {k: behind[k] for k in ("val/objective", "val/loss_static", "val/loss_recon", "val/loss_pred")}
-    return [f"- chosen on validation across objects: this configuration's {s['val/objective']['n']} runs "
-            f"({', '.join(behind['replicates'])}) reach val/objective {s['val/objective']['mean']:.4f} ± "
-            f"{s['val/objective']['std']:.4f} (mean ± std; static {s['val/loss_static']['mean']:.4f}, recon "
-            f"{s['val/loss_recon']['mean']:.4f}, pred {s['val/loss_pred']['mean']:.4f})", ""]
-
-
-def replace_block(doc: Path, block: str) -> None:
-    text = doc.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Final settings and results\n\n" + block + "\n"
-    doc.write_text(text)

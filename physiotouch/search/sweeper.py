@@ -19,7 +19,6 @@ Selected by `hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml). It keeps hy
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -36,6 +35,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from physiotouch.cli import ConfigError
+from physiotouch.run_folder import RunDir
 
 from . import storage as st
 from .narrowing import NarrowingRule, fine_search_space
@@ -261,7 +261,4 @@ class PhysiotouchOptunaSweeper(Sweeper):
 
 
 def _job_failure(job_dir: str) -> str | None:
-    try:
-        return json.loads((Path(job_dir) / "status.json").read_text()).get("reason")
-    except (OSError, ValueError):
-        return None
+    return RunDir(Path(job_dir)).failure() if job_dir else None

@@ -22,11 +22,9 @@ from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to
 from physiotouch.models import build_model
 
 from .balancing import build_balancer
+from .epoch_stats import EpochStats, batch_metrics, epoch_means
 from .optim import OptimConfig, base_lr, build_optimizer, lr_at
-from .schemes import MODE_DYNAMIC, MODE_JOINT, MODE_STATIC, LossConfig
-
-EPOCH_SUMS = ("total", "static", "dynamic", "recon", "pred", "alpha", "beta", "w_static", "w_dynamic", "n_static",
-              "n_dynamic", "n_total")
+from .schemes import LossConfig, build_scheme
 
 
 class NonFiniteLossError(UserError):
@@ -53,29 +51,25 @@ class PretrainModule(L.LightningModule):
         self.model = build_model(**model_cfg)
         self.loss_cfg = LossConfig(**loss_cfg)
         self.loss_cfg.validate()
-        self.balancer = build_balancer(self.loss_cfg)
+        self.balancer = build_balancer(self.loss_cfg)  # an nn.Module: its state is saved in every checkpoint
+        self.scheme = build_scheme(self.loss_cfg, self.balancer, self.model)
         self.optim_cfg = OptimConfig(**optim_cfg)
         self.augment_cfg = AugmentConfig(**(augment_cfg or {}))
         self.seed, self.batch_size, self.max_epochs = int(seed), int(batch_size), int(max_epochs)
         self.val_mask_ratio = self.model.cfg.mask_ratio if val_mask_ratio is None else float(val_mask_ratio)
-        # Parameters a mode never uses are frozen, so DDP needs no unused-parameter search: the post-layernorm
-        # (features only) always, and the image path in the joint mode (the reference never trains it there).
-        unused = [self.model.encoder.post_layernorm]
-        if self.loss_cfg.mode == "joint":
-            unused += [self.model.encoder.embeddings.patch_embedding, self.model.head_image]
-        for module in unused:
+        # Parameters the scheme never trains are frozen, so DDP needs no unused-parameter search.
+        for module in self.model.unused_modules(self.scheme.paths):
             module.requires_grad_(False)
         # model.compile: the training forward passes through torch.compile (compiled on first use; the weights and
         # their names are the model's own, so checkpoints do not change).
         compile_ = torch.compile if self.model.cfg.compile else (lambda fn: fn)
-        self._forward_video = compile_(self.model.forward_video)
-        self._forward_image = compile_(self.model.forward_image)
+        self._passes = {"video": compile_(self.model.forward_video), "image": compile_(self.model.forward_image)}
         self.run_id: str | None = None  # stamped into every checkpoint: finalize checks a checkpoint is the run's own
         self.history: list[dict[str, float]] = []  # one row per finished epoch (and the initial validation)
         self.best_train_loss = math.inf
         self.elapsed_before = 0.0  # seconds trained before the last resume
         self._fit_start = None
-        self._sums: dict[str, torch.Tensor] = {}
+        self.epoch_stats = EpochStats()
 
     # ------------------------------------------------------------------------------------------------------------
     # optimisation
@@ -120,28 +114,22 @@ class PretrainModule(L.LightningModule):
         return normalize(clips)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        gen = self._generator(batch_idx, self.device)
-        clips = self.prepare_clips(batch, True, gen)
-        b, num_patches = clips.shape[0], self.model.num_patches
-        noise = torch.rand(b, num_patches, device=self.device, generator=gen)
-        cfg = self.loss_cfg
-        weights = None
-        if cfg.mode == "joint":
-            out = self._forward_video(clips, noise)
-            dynamic = cfg.training_dynamic(out["loss_recon"], out["loss_pred"])
-            shared = [self.model.decoder_blocks[-1].mlp.fc2.weight]  # the last layer both terms pass through
-            total, alpha, beta, _ = self.balancer.total(out["loss_static"], dynamic, shared)
-            weights, mode = (alpha, beta, dynamic.detach()), MODE_JOINT
-        elif torch.rand(1, device=self.device, generator=gen).item() < cfg.static_ratio:
-            out = self._forward_image(clips, noise)
-            total, mode = out["loss_static"], MODE_STATIC
-        else:
-            out = self._forward_video(clips, noise)
-            total, mode = cfg.training_dynamic(out["loss_recon"], out["loss_pred"]), MODE_DYNAMIC
-        self._guard_finite(total, batch_idx)
-        self._log_batch(out, total, mode, batch_idx, b, weights)
-        self._accumulate(out, total, mode, weights)
-        return total
+        gen = self._generator(batch_idx, self.device)  # augmentation, mask and coin: from (seed, epoch, batch)
+        clips = self.prepare_clips(batch, True, gen)  # [B, 4, 3, S, S], augmented and normalised
+        noise = torch.rand(clips.shape[0], self.model.num_patches, device=self.device, generator=gen)  # [B, L]
+        step = self.scheme.step(self._passes, clips, noise, gen)  # joint or alternating: the training loss
+        self._guard_finite(step.total, batch_idx)
+        self.log_dict({**batch_metrics(step), **self._position(batch_idx)}, on_step=True, on_epoch=False,
+                      batch_size=clips.shape[0])
+        self.epoch_stats.add(step)
+        return step.total
+
+    def _position(self, batch_idx: int) -> dict[str, float]:
+        """Where in training this batch is: the rate in force, the fractional epoch and the iteration."""
+        steps = self.trainer.num_training_batches
+        return {"batch/lr": self.optimizers().optimizer.param_groups[0]["lr"],
+                "batch/epoch": float(self.current_epoch) + batch_idx / max(1, steps),
+                "batch/iteration": float(self.current_epoch * steps + batch_idx)}
 
     def _guard_finite(self, total: torch.Tensor, batch_idx: int) -> None:
         bad = not bool(torch.isfinite(total.detach()))
@@ -160,46 +148,6 @@ class PretrainModule(L.LightningModule):
         raise NonFiniteLossError(f"non-finite training loss at {where}: {saved}. Lower the learning rate "
                                  f"(optim.blr / optim.lr), enable optim.grad_clip, or use trainer precision 32.")
 
-    def _log_batch(self, out: dict, total: torch.Tensor, mode: int, batch_idx: int, b: int, weights) -> None:
-        lr = self.optimizers().optimizer.param_groups[0]["lr"]
-        metrics = {"batch/loss_total": total.detach(), "batch/mode": float(mode), "batch/lr": lr,
-                   "batch/epoch": float(self.current_epoch) + batch_idx / max(1, self.trainer.num_training_batches),
-                   "batch/iteration": float(self.current_epoch * self.trainer.num_training_batches + batch_idx)}
-        if "loss_recon" in out:
-            for key in ("loss_recon", "loss_pred", "loss_dynamic"):
-                metrics[f"batch/{key}"] = out[key].detach()
-        if mode != MODE_DYNAMIC:
-            metrics["batch/loss_static"] = out["loss_static"].detach()
-        if mode == MODE_JOINT:
-            alpha, beta, trained_dynamic = weights  # the weights actually used at this step
-            static, dynamic = out["loss_static"].detach(), out["loss_dynamic"].detach()
-            w_static, w_dynamic = alpha * static, beta * trained_dynamic
-            metrics.update({"batch/loss_ratio": static / dynamic, "batch/weighted_static": w_static,
-                            "batch/weighted_dynamic": w_dynamic, "batch/alpha": alpha, "batch/beta": beta,
-                            "batch/static_contribution": w_static / (w_static + w_dynamic),
-                            "batch/dynamic_contribution": w_dynamic / (w_static + w_dynamic)})
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=b)
-
-    def _accumulate(self, out: dict, total: torch.Tensor, mode: int, weights) -> None:
-        if not self._sums:
-            self._sums = {k: torch.zeros((), device=self.device, dtype=torch.float64) for k in EPOCH_SUMS}
-        s = self._sums
-        s["total"] += total.detach()
-        s["n_total"] += 1
-        if mode != MODE_DYNAMIC:
-            s["static"] += out["loss_static"].detach()
-            s["n_static"] += 1
-        if mode != MODE_STATIC:
-            for key in ("dynamic", "recon", "pred"):
-                s[key] += out[f"loss_{key}"].detach()
-            s["n_dynamic"] += 1
-        if weights is not None:
-            alpha, beta, trained_dynamic = weights
-            s["alpha"] += alpha
-            s["beta"] += beta
-            s["w_static"] += alpha * out["loss_static"].detach()
-            s["w_dynamic"] += beta * trained_dynamic
-
     # ------------------------------------------------------------------------------------------------------------
     # validation: the same objective for every scheme, with a fixed mask per clip
     def fixed_noise(self, clip_ids: torch.Tensor) -> torch.Tensor:
@@ -212,7 +160,7 @@ class PretrainModule(L.LightningModule):
         b = clips.shape[0]
         metrics = {f"val/{k}": out[k] for k in ("loss_static", "loss_recon", "loss_pred", "loss_dynamic")}
         metrics["val/objective"] = self.model.objective(out)
-        if self.loss_cfg.mode == "alternating":  # what the static batches of this mode train
+        if "image" in self.scheme.paths:  # what the static batches of the alternating scheme train
             image = self.model.forward_image(clips, noise, mask_ratio=self.val_mask_ratio)
             metrics["val/loss_static_image"] = image["loss_static"]
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
@@ -220,29 +168,12 @@ class PretrainModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------------------------
     # epochs (summarised by EpochSummary, which runs before the checkpoint callbacks save)
     def summarize_epoch(self) -> dict[str, float]:
-        s = {k: float(self.trainer.strategy.reduce(v, reduce_op="sum")) for k, v in self._sums.items()}
-        self._sums = {}
-        cfg, row = self.loss_cfg, {"epoch": float(self.current_epoch)}
-        if cfg.mode == "joint" and s.get("n_total"):  # mean weights used (constant for fixed schemes)
-            row["epoch/alpha"], row["epoch/beta"] = s["alpha"] / s["n_total"], s["beta"] / s["n_total"]
-        if s.get("n_total"):
-            train_loss = s["total"] / s["n_total"]
-            self.best_train_loss = min(self.best_train_loss, train_loss)
-            row.update({"epoch/train_loss": train_loss, "epoch/best_loss_so_far": self.best_train_loss,
+        sums = self.epoch_stats.take(lambda v: self.trainer.strategy.reduce(v, reduce_op="sum"))
+        row = {"epoch": float(self.current_epoch), **epoch_means(sums, joint=self.loss_cfg.mode == "joint")}
+        if "epoch/train_loss" in row:
+            self.best_train_loss = min(self.best_train_loss, row["epoch/train_loss"])
+            row.update({"epoch/best_loss_so_far": self.best_train_loss,
                         "epoch/lr": self.optimizers().optimizer.param_groups[0]["lr"]})
-        if s.get("n_static"):
-            row["epoch/loss_static"] = s["static"] / s["n_static"]
-        if s.get("n_dynamic"):
-            for key in ("dynamic", "recon", "pred"):
-                row[f"epoch/loss_{key}"] = s[key] / s["n_dynamic"]
-        if "epoch/loss_static" in row and "epoch/loss_dynamic" in row and cfg.mode == "joint":
-            static, dynamic = row["epoch/loss_static"], row["epoch/loss_dynamic"]
-            # Means of α_t·S_t and β_t·D_t over the epoch: the reference's α·mean(S) for fixed weights.
-            w_static, w_dynamic = s["w_static"] / s["n_total"], s["w_dynamic"] / s["n_total"]
-            row.update({"epoch/loss_ratio": static / dynamic, "epoch/weighted_static": w_static,
-                        "epoch/weighted_dynamic": w_dynamic,
-                        "epoch/actual_static_contribution": w_static / (w_static + w_dynamic),
-                        "epoch/actual_dynamic_contribution": w_dynamic / (w_static + w_dynamic)})
         self.log_dict({k: v for k, v in row.items() if k != "epoch"}, on_step=False, on_epoch=True)
         row.update(self.val_metrics())
         self.history.append(row)
