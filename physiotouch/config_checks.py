@@ -13,6 +13,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from physiotouch.cli import ConfigError
+from physiotouch.utils.plain import to_plain
 
 _MISSING = object()
 
@@ -66,7 +67,7 @@ def _value(cfg: DictConfig, key: str) -> Any:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
     except Exception as err:  # noqa: BLE001 - an interpolation that does not resolve is a config error too
         raise ConfigError(f"config key {key} cannot be resolved: {err}") from None
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return to_plain(value)
 
 
 def validate_train_config(cfg: DictConfig) -> None:

@@ -16,8 +16,9 @@ from omegaconf import DictConfig
 from physiotouch.checkpoints.format import load_model
 from physiotouch.cli import user_errors
 from physiotouch.data import DataError, build_datamodule
-from physiotouch.evaluation.run import eval_config, run_evaluation
-from physiotouch.hydra_setup import register_resolvers
+from physiotouch.evaluation.run import run_evaluation
+from physiotouch.evaluation.settings import eval_config
+from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.run_folder import RunDir, RunFolderError
 from physiotouch.training.loggers import finish_wandb
 
@@ -25,7 +26,7 @@ log = logging.getLogger("physiotouch.evaluate")
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    register_resolvers()
+    register_with_hydra()
     ckpt = Path(cfg.ckpt_path)
     model, _ = load_model(ckpt)
     run = RunDir.of_checkpoint(ckpt)
@@ -68,7 +69,7 @@ def main(cfg: DictConfig) -> None:
         finish_wandb()
 
 
-register_resolvers()
+register_with_hydra()
 
 if __name__ == "__main__":
     main()

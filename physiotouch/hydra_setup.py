@@ -1,13 +1,41 @@
-"""Hydra / OmegaConf glue: the resolvers the config tree uses, and composing it outside a Hydra app (tests)."""
+"""Hydra / OmegaConf glue: what Hydra needs from physiotouch before it composes (resolvers, the dataclasses'
+defaults), composing outside a Hydra app (tests), the command line's overrides, the config tree print.
+
+One source per default: each settings dataclass's field defaults are stored as the Hydra config node
+`dataclass_defaults/<name>`, and the YAML files extend that node with their deltas (`conf/model/vit_l14.yaml`:
+`defaults: [/dataclass_defaults/model@_here_, _self_]` plus its sizes). The node is a plain mapping, not a typed
+structured config, so that a wrong value reaches `config_checks.py`, which names the key in one line.
+"""
 
 from __future__ import annotations
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from physiotouch.data.augment import AugmentConfig
+from physiotouch.data.splits import SplitConfig
+from physiotouch.data.synthetic import SynthConfig
+from physiotouch.evaluation.settings import EvalConfig
+from physiotouch.models.config import ModelConfig
 from physiotouch.paths import CONF_DIR, REPO_DIR
+from physiotouch.training.optim import OptimConfig
+from physiotouch.training.schemes import LossConfig
+from physiotouch.utils.plain import field_defaults
+
+DEFAULTS_GROUP = "dataclass_defaults"
+# The model group is built with `_target_` like data, trainer, loggers and callbacks (hydra.utils.instantiate); the
+# training module calls the same function on the saved plain values (models/build.py).
+TARGETS = {"model": "physiotouch.models.build_model"}
+SETTINGS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "augment": AugmentConfig,
+            "split": SplitConfig, "synthetic": SynthConfig, "eval": EvalConfig}
 
 
-def register_resolvers() -> None:
+def register_with_hydra() -> None:
+    """Before composing: the resolvers the config tree uses and the `dataclass_defaults/*` nodes."""
+    store = ConfigStore.instance()
+    for name, cls in SETTINGS.items():
+        target = {"_target_": TARGETS[name]} if name in TARGETS else {}
+        store.store(group=DEFAULTS_GROUP, name=name, node={**target, **field_defaults(cls)})
     if not OmegaConf.has_resolver("physiotouch_root"):
         OmegaConf.register_new_resolver("physiotouch_root", lambda: str(REPO_DIR))
     if not OmegaConf.has_resolver("physiotouch_is_alternating"):
@@ -23,7 +51,7 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     """
     from hydra import compose, initialize_config_dir
 
-    register_resolvers()
+    register_with_hydra()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
 

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from physiotouch.cli import as_user_error, report
-from physiotouch.hydra_setup import register_resolvers
+from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.run_folder import RunDir
 from physiotouch.training.loggers import finish_wandb
 from physiotouch.training.run import run_training
@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         finish_wandb()
 
 
-register_resolvers()  # before @hydra.main composes the config
+register_with_hydra()  # before @hydra.main composes the config
 
 if __name__ == "__main__":
     main()

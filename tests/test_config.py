@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from physiotouch.hydra_setup import register_resolvers
+from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.paths import CONF_DIR
 
 GROUPS = ["data", "model", "loss", "trainer", "logger", "callbacks", "experiment", "ablation", "hparams_search",
@@ -20,7 +20,7 @@ def options(group: str) -> list[str]:
 @pytest.fixture(scope="module")
 def hydra_ctx():
     """One Hydra initialisation for the whole module (composing is then cheap)."""
-    register_resolvers()
+    register_with_hydra()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         yield
 

@@ -231,9 +231,9 @@ def test_under_slurm_submitit_alone_requeues_and_a_requeued_job_resumes(monkeypa
 def test_slurm_preset_runs_one_task_per_gpu():
     from hydra import compose, initialize_config_dir
 
-    from physiotouch.hydra_setup import CONF_DIR, register_resolvers
+    from physiotouch.hydra_setup import CONF_DIR, register_with_hydra
 
-    register_resolvers()
+    register_with_hydra()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"],
                       return_hydra_config=True)

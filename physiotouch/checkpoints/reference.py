@@ -113,8 +113,7 @@ def model_config_for(state: dict[str, torch.Tensor], settings: dict | None = Non
                 d["projection_dim"] == shapes["projection_dim"]:
             break
     else:
-        enc = {**shapes["encoder"], "num_attention_heads": max(1, shapes["encoder"]["hidden_size"] // 64),
-               "hidden_act": "gelu"}
+        enc = {**shapes["encoder"], "num_attention_heads": max(1, shapes["encoder"]["hidden_size"] // 64)}
         dec = {**shapes["decoder"], "num_attention_heads": max(1, shapes["decoder"]["hidden_size"] // 32)}
         cfg = ModelConfig.from_dict({"encoder": enc, "decoder": dec, "projection_dim": shapes["projection_dim"]})
     cfg.encoder.init, cfg.encoder.clip_path = "random", None  # the weights come from the checkpoint

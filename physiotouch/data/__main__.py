@@ -7,6 +7,7 @@ import sys
 import time
 
 from physiotouch.cli import FOUND_PROBLEMS, user_errors
+from physiotouch.utils.plain import field_defaults
 
 from .check import check_dataset
 from .index import DEFAULT_LABEL_REGEX
@@ -17,16 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m physiotouch.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     synth = sub.add_parser("synth", help="write the built-in synthetic data set in TacQuad layout")
+    d = field_defaults(SynthConfig)  # the generator's defaults, written once (data=synthetic adds its deltas)
     synth.add_argument("--out", required=True, help="output folder (replaced if it exists)")
-    synth.add_argument("--objects", type=int, default=12, help="number of objects (12 geometries, then variants)")
-    synth.add_argument("--sensors", default=",".join(SENSORS), help=f"comma-separated, from {','.join(SENSORS)}")
-    synth.add_argument("--frames", type=int, default=48, help="frames per sequence")
-    synth.add_argument("--sequences", type=int, default=1,
+    synth.add_argument("--objects", type=int, default=d["num_objects"],
+                       help="number of objects (12 geometries, then variants)")
+    synth.add_argument("--sensors", default=",".join(d["sensors"]), help=f"comma-separated, from {','.join(SENSORS)}")
+    synth.add_argument("--frames", type=int, default=d["frames"], help="frames per sequence")
+    synth.add_argument("--sequences", type=int, default=d["sequences"],
                        help="contact sequences per object and sensor (1: the original layout; the built-in set "
                             "of data=synthetic uses 3 with --frames 24: motions in turn)")
-    synth.add_argument("--width", type=int, default=96)
-    synth.add_argument("--height", type=int, default=72)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--width", type=int, default=d["width"])
+    synth.add_argument("--height", type=int, default=d["height"])
+    synth.add_argument("--seed", type=int, default=d["seed"])
     check = sub.add_parser("check", help="report every problem of an index and its frames; exit 1 if any")
     check.add_argument("--root", required=True)
     check.add_argument("--index", required=True)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from physiotouch.cli import ConfigError
+from physiotouch.utils.plain import to_plain
 
 from .datamodule import TactileDataModule
 
@@ -31,7 +32,7 @@ def _find_target(value: Any, key: str) -> str | None:
 
 def build_datamodule(node: DictConfig | dict, source: str = "the config", **overrides) -> TactileDataModule:
     """`node`: a composed `data` config or the `data` mapping read from a run folder (`source` names the file)."""
-    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+    values = dict(to_plain(node) or {})
     values.update(overrides)
     target = values.pop("_target_", None)
     if target not in ALLOWED_TARGETS:

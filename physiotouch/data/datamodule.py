@@ -85,7 +85,7 @@ class ClipDataset(Dataset):
 
 class TactileDataModule(L.LightningDataModule):
     def __init__(self, root: str, index: str, image_size: int, batch_size: int = 32, val_batch_size: int | None = None,
-                 num_workers: int = 0, pin_memory: bool | str = "auto", label_regex: str = DEFAULT_LABEL_REGEX,
+                 num_workers: int = 0, pin_memory: bool | str = "auto", label_regex: str | None = None,
                  on_bad_frames: str = "error", cache_dir: str | None = None, split: dict | None = None,
                  synthetic: dict | None = None, seed: int = 0, drop_last: bool = True, cache_workers: int | None = None,
                  allow_outside_root: bool = False):
@@ -97,7 +97,8 @@ class TactileDataModule(L.LightningDataModule):
         self.val_batch_size = int(val_batch_size or batch_size)
         if pin_memory == "auto":  # pinned pages let Lightning copy batches to the GPU without blocking
             pin_memory = torch.cuda.is_available()
-        self.num_workers, self.pin_memory, self.label_regex = num_workers, bool(pin_memory), label_regex
+        self.num_workers, self.pin_memory = num_workers, bool(pin_memory)
+        self.label_regex = label_regex or DEFAULT_LABEL_REGEX  # null in the config: the TacQuad folder names
         self.on_bad_frames, self.seed, self.drop_last = on_bad_frames, int(seed), drop_last
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".physiotouch_cache"
         self.split_cfg = _build(SplitConfig, split or {}, "data.split")

@@ -18,7 +18,7 @@ Linear probes (logistic / ridge regression on standardised features) and k-NN, s
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,21 +37,9 @@ from torchmetrics.classification import (
 
 from physiotouch.data.labels import NUMERIC
 
+from .settings import ProbeConfig
+
 POOLED = ("x", "object", "sensor", "t", "start", "end", "folder")
-
-
-@dataclass
-class ProbeConfig:
-    C: float = 1.0
-    max_iter: int = 2000
-    knn_k: int = 10
-    ece_bins: int = 10
-    ridge_alpha: float = 1.0
-    sequence_folds: int = 3  # object probe: folds of held-out sequences
-    object_folds: int = 5  # attribute probes: folds of held-out objects
-    attributes: list = field(default_factory=lambda: ["motion", "peak_depth", "surface"])
-    time_split: float = 0.6  # re-identification diagnostic: windows ending before this fraction fit, the rest test
-    gap: int = 4
 
 
 @dataclass

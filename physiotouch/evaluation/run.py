@@ -6,44 +6,22 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from physiotouch.utils.markdown import table
-from physiotouch.utils.plain import to_plain
 
 from . import plots
 from .controls import CONTROLS, control_metrics, controls_for
 from .encoder import encode
 from .features import example_outputs
-from .probes import ProbeConfig, Task, build_tasks, fit_task, pool, probe_splits, run_probes, score_task
+from .probes import Task, build_tasks, fit_task, pool, probe_splits, run_probes, score_task
 from .robustness import DEFAULT_STRENGTHS, make_perturbation
+from .settings import EvalConfig, ProbeConfig
 
 log = logging.getLogger(__name__)
 ERRORS = ("static", "recon", "pred", "copy_frame3")
-
-
-@dataclass
-class EvalConfig:
-    batch_size: int = 64
-    mask_ratio: float = 0.75
-    examples: int = 4
-    max_clips: int | None = None
-    probe: dict = field(default_factory=dict)
-    robustness: dict = field(default_factory=lambda: {"enabled": True, "strengths": DEFAULT_STRENGTHS})
-    device: str = "cpu"
-
-
-def eval_config(node) -> EvalConfig:
-    """The `eval` config node (conf/eval/default.yaml) as an EvalConfig, `device: auto` resolved."""
-    values = to_plain(node)
-    if values.get("device", "auto") == "auto":
-        import torch
-
-        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    return EvalConfig(**values)
 
 
 def _objective(f: dict) -> np.ndarray:

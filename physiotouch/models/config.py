@@ -1,4 +1,5 @@
-"""Plain dataclasses for the model's sizes; Hydra's `conf/model/*.yaml` fill them.
+"""Plain dataclasses for the model's sizes. Their defaults are the tiny model and the only defaults: Hydra's
+`conf/model/*.yaml` extend them (`dataclass_defaults/model`, physiotouch/hydra_setup.py) with their deltas.
 
 Field names follow Hugging Face's CLIP vision config, so a CLIP `config.json` can be compared key by key.
 """
@@ -10,6 +11,8 @@ from typing import Any, Mapping
 
 from physiotouch.cli import ConfigError
 
+BUILDER = "physiotouch.models.build_model"  # the `_target_` of every conf/model option
+
 
 @dataclass
 class EncoderConfig:
@@ -20,7 +23,7 @@ class EncoderConfig:
     image_size: int = 56
     patch_size: int = 14
     num_channels: int = 3
-    hidden_act: str = "quick_gelu"
+    hidden_act: str = "gelu"  # the reference's CLIP (DataComp.XL) uses gelu; OpenAI's CLIP quick_gelu
     layer_norm_eps: float = 1e-5
     # 'random' (fresh weights) or 'clip' (a local Hugging Face CLIP directory at clip_path).
     init: str = "random"
@@ -64,7 +67,10 @@ class ModelConfig:
     def from_dict(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
         """Build from a plain mapping (e.g. a resolved OmegaConf node); unknown keys are an error."""
         cfg = dict(cfg)
-        cfg.pop("_target_", None)
+        target = cfg.pop("_target_", BUILDER)  # the config's own name of the builder; a file never chooses code
+        if target != BUILDER:
+            raise ConfigError(f"model._target_={target!r}: a model is built by {BUILDER} only")
+        cfg.pop("defaults", None)  # a conf/model/*.yaml file read as it is (named_model_configs)
         enc = _known(EncoderConfig, cfg.pop("encoder", {}) or {}, "model.encoder")
         dec = _known(DecoderConfig, cfg.pop("decoder", {}) or {}, "model.decoder")
         top = _known(cls, cfg, "model", skip={"encoder", "decoder"})

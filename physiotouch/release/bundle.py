@@ -20,7 +20,7 @@ from physiotouch.checkpoints.format import load_model, model_name, same_model
 from physiotouch.cli import UserError
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.test_split import evaluate_test
-from physiotouch.hydra_setup import register_resolvers
+from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.paths import REPO_DIR
 from physiotouch.run_folder import RunDir
 from physiotouch.utils.files import sha256_file
@@ -92,7 +92,7 @@ def check_own_checkpoint(target: ReleaseSource, ckpt: dict, cfg: dict, run_info:
 def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
              docs_root: Path = REPO_DIR, batch_size: int = 64, log=print, replicates: list[Path] | None = None
              ) -> Path:
-    register_resolvers()
+    register_with_hydra()
     target = resolve_target(path)
     if tag and git_state(docs_root)["dirty"] is not False:  # dirty, or not a git checkout at all
         raise ReleaseError(f"--tag {tag}: the git tree at {docs_root} has uncommitted changes; commit them first "

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from physiotouch.cli import ConfigError
 from physiotouch.run_folder import RunDir
+from physiotouch.utils.plain import to_plain
 
 from . import storage as st
 from .narrowing import NarrowingRule, fine_search_space
@@ -89,7 +90,7 @@ class PhysiotouchOptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
         search = config.get("search")  # physiotouch's extra settings; absent in a config written for the plugin
-        self.search = OmegaConf.to_container(search, resolve=True) if search is not None else {}
+        self.search = to_plain(search) if search is not None else {}
         self.url = st.storage_url(self.storage_url, config.hydra.sweep.dir)
         self.study_name = st.study_name(self.study_name, config.hydra.job.name)
 

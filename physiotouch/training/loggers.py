@@ -9,9 +9,10 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from physiotouch.utils.files import atomic_write_text
+from physiotouch.utils.plain import to_plain
 
 
 def finish_wandb() -> None:
@@ -37,7 +38,7 @@ def configure_wandb(loggers: list, cfg: DictConfig) -> None:
         stage = (cfg.get("search") or {}).get("stage")
         if stage:
             run.tags = tuple(run.tags or ()) + (f"search={stage}",)
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(to_plain(cfg))
         # The reference's panels: batch metrics against the iteration, epoch and validation metrics per epoch.
         run.define_metric("batch/iteration")
         run.define_metric("batch/*", step_metric="batch/iteration")

@@ -15,14 +15,16 @@ from torch import nn
 
 @dataclass
 class OptimConfig:
-    lr: float | None = None  # absolute rate; None: blr * effective_batch / 256
+    """The `optim` config node's keys and their only defaults (experiment=reference sets the reference's 40 / 2)."""
+
+    lr: float | None = None  # absolute rate; None: blr * effective_batch / 256 (effective = batch * accum * GPUs)
     blr: float = 1.0e-3
     min_lr: float = 0.0
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.99)
-    warmup_epochs: float = 40
-    accum_iter: int = 2
-    grad_clip: float | None = None
+    warmup_epochs: float = 2
+    accum_iter: int = 1
+    grad_clip: float | None = None  # max gradient norm; None = off (the reference's default)
 
 
 def effective_batch(batch_size: int, accum_iter: int, world_size: int) -> int:

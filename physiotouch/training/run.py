@@ -25,7 +25,7 @@ from physiotouch.checkpoints.weights import load_weights_into
 from physiotouch.cli import ConfigError
 from physiotouch.config_checks import validate_train_config
 from physiotouch.data import TactileDataModule, build_datamodule
-from physiotouch.hydra_setup import print_config, register_resolvers, task_overrides
+from physiotouch.hydra_setup import print_config, register_with_hydra, task_overrides
 from physiotouch.preflight import preflight
 from physiotouch.run_folder import RunDir, RunFolderError
 from physiotouch.search.pruning import ReportToTrial, search_callbacks
@@ -53,7 +53,7 @@ class Built:
 
 def run_training(cfg: DictConfig) -> dict:
     """Train once as configured. Returns {metric, health, output_dir, best_checkpoint, history, summary}."""
-    register_resolvers()
+    register_with_hydra()
     validate_train_config(cfg)
     run = RunDir(Path(cfg.paths.output_dir))
     preflight(run.path, cfg.preflight.min_free_disk_mb)
@@ -160,7 +160,8 @@ def write_run_outputs(cfg: DictConfig, built: Built) -> dict:
 def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, run: RunDir) -> dict:
     """The evaluation (probes, errors, pictures) of the best checkpoint, into RUN/eval/."""
     from physiotouch.checkpoints.format import load_model
-    from physiotouch.evaluation.run import eval_config, run_evaluation
+    from physiotouch.evaluation.run import run_evaluation
+    from physiotouch.evaluation.settings import eval_config
 
     model, _ = load_model(ckpt)
     return run_evaluation(model, datamodule, eval_config(cfg.eval), run.eval_dir)

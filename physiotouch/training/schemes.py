@@ -25,6 +25,8 @@ MODE_STATIC, MODE_DYNAMIC, MODE_JOINT = 0, 1, 2
 
 @dataclass
 class LossConfig:
+    """The `loss` config node's keys; the defaults (the only ones) are the balanced scheme's."""
+
     name: str = "balanced"
     mode: str = "joint"  # joint | alternating
     alpha: float = 0.75
@@ -32,7 +34,7 @@ class LossConfig:
     static_ratio: float = 0.5
     pred_weight: float = 1.0
     # What share of the weighted total the static term is meant to carry (the health rule); None: α/(α+β).
-    target_static_share: float | None = None
+    target_static_share: float | None = 0.5
     share_tolerance: float = 0.15
     # Adaptive balancing in the joint mode (training/balancing.py): fixed | auto | uncertainty | gradnorm.
     balancer: str = "fixed"
