@@ -16,8 +16,10 @@ Anything else is a bug in physiotouch and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import logging
 import sys
 from contextlib import contextmanager
+from typing import Callable
 
 OK, FOUND_PROBLEMS, BAD_INPUT, ENVIRONMENT, DIVERGED = 0, 1, 2, 3, 4
 
@@ -70,12 +72,23 @@ def report(err: UserError) -> int:
 
 
 @contextmanager
-def user_errors():
-    """`with user_errors():` around a command's work: a user error prints one line and exits with its code."""
+def user_errors(log: logging.Logger | None = None, sweep_failure: Callable[[str], None] | None = None):
+    """`with user_errors():` around a command's work: a user error prints one line and exits with its code; a bug
+    keeps its traceback. `log`: also into this logger (a Hydra command's log file). `sweep_failure`: this is one job
+    of a sweep, which must go on: any error, a user's or a bug (its traceback into `log`), is handed to it as one
+    line, printed, and the block ends without raising."""
     try:
         yield
     except Exception as err:  # noqa: BLE001 - sorted by as_user_error; bugs are re-raised untouched
         known = as_user_error(err)
-        if known is None:
+        if known is None and sweep_failure is None:
             raise
-        sys.exit(report(known))
+        if log is not None:
+            if known is not None:
+                log.error("%s: %s", type(known).__name__, known)
+            else:
+                log.exception("job failed")
+        if sweep_failure is None:
+            sys.exit(report(known))
+        print(f"error: {known or err}", file=sys.stderr, flush=True)
+        sweep_failure(f"{type(err).__name__}: {known or err}")

@@ -20,7 +20,7 @@ from physiotouch.evaluation.run import run_evaluation
 from physiotouch.evaluation.settings import eval_config
 from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.run_folder import RunDir, RunFolderError
-from physiotouch.training.loggers import finish_wandb
+from physiotouch.training.loggers import finish_wandb, instantiate_loggers
 
 log = logging.getLogger("physiotouch.evaluate")
 
@@ -51,7 +51,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
             log.warning(message)
     out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
     metrics = run_evaluation(model, datamodule, eval_config(cfg.eval), out)
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = instantiate_loggers(cfg)
     loggers = [lg for lg in loggers if not isinstance(lg, CSVLogger)] + [CSVLogger(str(out), name="csv", version="")]
     for lg in loggers:
         lg.log_metrics(metrics, step=0)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from physiotouch.cli import user_errors
+from physiotouch.cli import ConfigError, user_errors
 from physiotouch.experiments.results_report import build_report
 
 
@@ -27,13 +27,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare runs that differ in validation mask ratio, norm_pix_loss, image or model size "
                              "(said at the top of the report)")
     args = parser.parse_args(argv)
-    for metric in (args.main, args.secondary):
-        if metric.startswith("test/"):
-            print("error: the report works on validation metrics only; test numbers come from the release",
-                  file=sys.stderr)
-            return 2
     mode = args.main_mode or ("max" if "probe" in args.main else "min")
     with user_errors():
+        for metric in (args.main, args.secondary):
+            if metric.startswith("test/"):
+                raise ConfigError(f"--main/--secondary {metric}: the report works on validation metrics only; test "
+                                  f"numbers come from the release")
         result = build_report(args.folders, args.out, args.main, mode, args.secondary,
                               "max" if "probe" in args.secondary else "min", args.allow_mixed)
     out = Path(result["out"])

@@ -8,13 +8,12 @@ inside a sweep, a failed job is recorded (status.json) and the sweep goes on.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from physiotouch.cli import as_user_error, report
+from physiotouch.cli import user_errors
 from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.run_folder import RunDir
 from physiotouch.training.loggers import finish_wandb
@@ -28,24 +27,14 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    def record_failure(reason: str) -> None:  # the sweeper reads it and records the trial as failed
+        RunDir(Path(cfg.paths.output_dir)).write_json(RunDir.STATUS, {"status": "failed", "reason": reason}, None)
+
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN  # one failed job must not end the sweep
     try:
-        return run_training(cfg)["metric"]
-    except Exception as err:  # noqa: BLE001 - sorted below: user errors, then anything during a sweep
-        known = as_user_error(err)
-        if not (known or sweeping):
-            raise
-        if known:
-            log.error("%s: %s", type(known).__name__, known)
-        else:
-            log.exception("job failed")  # the traceback goes to this job's log file
-        if sweeping:
-            # One failed job must not end the sweep: the sweeper records the job as failed (with this reason).
-            print(f"error: {known or err}", file=sys.stderr, flush=True)
-            RunDir(Path(cfg.paths.output_dir)).write_json(
-                RunDir.STATUS, {"status": "failed", "reason": f"{type(err).__name__}: {known or err}"}, indent=None)
-            return None
-        sys.exit(report(known))
+        with user_errors(log, sweep_failure=record_failure if sweeping else None):
+            return run_training(cfg)["metric"]
+        return None
     finally:
         finish_wandb()
 

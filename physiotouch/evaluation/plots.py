@@ -121,11 +121,7 @@ def example_panel(model, examples: dict, captions: list[str], title: str, name: 
     """Per clip: the 4 input frames, the mask, frames 1-3 reconstructed (visible patches kept) and frame 4
     predicted, beside the truth."""
     clips = denormalize(examples["clips"])  # [N, 4, 3, H, W]
-    pred = examples["pred"]  # [N, L, 4, V] in normalised pixel space
-    if model.cfg.norm_pix_loss:  # predictions are per-patch normalised: show them with the truth's statistics
-        target = model.patchify(examples["clips"])
-        mean, std = target.mean(-1, keepdim=True), (target.var(-1, keepdim=True) + 1e-6) ** 0.5
-        pred = pred * std + mean
+    pred = model.prediction_pixels(examples["clips"], examples["pred"])  # [N, L, 4, V] in normalised pixel space
     recon = denormalize(model.unpatchify(pred))
     mask = examples["mask"]  # [N, L], 1 = removed
     p = model.patch_size

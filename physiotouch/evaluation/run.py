@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from physiotouch.run_folder import RunDir
 from physiotouch.utils.markdown import table
 
 from . import plots
@@ -149,7 +150,7 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
             for k, v in r.items():
                 if k.startswith("drop:"):
                     metrics[f"robust/{r['perturbation']}_{r['strength']:g}/{k[5:]}_drop"] = v
-    (out / "metrics.json").write_text(json.dumps({**metrics, "controls": controls}, indent=1, sort_keys=True))
+    (out / RunDir.EVAL_METRICS).write_text(json.dumps({**metrics, "controls": controls}, indent=1, sort_keys=True))
     (out / "robustness.json").write_text(json.dumps(rows, indent=1))
     _write_report(out, metrics, groups, rows, pictures, datamodule.record, controls)
     return metrics

@@ -145,14 +145,28 @@ class TactileVideoMAE(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------
     # losses
+    def patch_statistics(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, T, C, H, W] -> patches [B, L, T, V] and their mean and std per patch and frame [B, L, T, 1] (the
+        norm_pix_loss normalisation)."""
+        target = self.patchify(clips.float())
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)  # unbiased, as the reference
+        return target, mean, (var + 1.0e-6) ** 0.5
+
     def targets(self, clips: torch.Tensor) -> torch.Tensor:
         """[B, 4, C, H, W] -> [B, L, 4, V], normalised per patch and frame when norm_pix_loss is on."""
-        target = self.patchify(clips.float())
-        if self.cfg.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)  # unbiased, as the reference
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
-        return target
+        if not self.cfg.norm_pix_loss:
+            return self.patchify(clips.float())
+        target, mean, std = self.patch_statistics(clips)
+        return (target - mean) / std
+
+    def prediction_pixels(self, clips: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Predictions [B, L, 4, V] in the clips' (normalised) pixel space, for pictures: with norm_pix_loss they
+        are per-patch normalised, so they take the truth's statistics."""
+        if not self.cfg.norm_pix_loss:
+            return pred
+        _, mean, std = self.patch_statistics(clips)
+        return pred * std + mean
 
     @staticmethod
     def masked_mean(per_patch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

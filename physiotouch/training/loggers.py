@@ -15,6 +15,13 @@ from physiotouch.utils.files import atomic_write_text
 from physiotouch.utils.plain import to_plain
 
 
+def instantiate_loggers(cfg: DictConfig) -> list:
+    """The loggers of the `logger` config group (any number, each with its `_target_`)."""
+    import hydra
+
+    return [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+
+
 def finish_wandb() -> None:
     """Close the W&B run, if one is open: one run per job, closed before a sweep's next job starts."""
     import sys

@@ -36,7 +36,7 @@ from physiotouch.utils.provenance import run_info
 
 from .callbacks import EpochSummary, InjectNaN
 from .health import check_health, format_health
-from .loggers import ResumableCSVLogger, configure_wandb
+from .loggers import ResumableCSVLogger, configure_wandb, instantiate_loggers
 from .module import PretrainModule
 
 log = logging.getLogger("physiotouch.train")
@@ -107,7 +107,7 @@ def build(cfg: DictConfig, run: RunDir) -> Built:
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, resume_from: tuple[int, int] | None = None) -> L.Trainer:
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = instantiate_loggers(cfg)
     if not any(isinstance(lg, CSVLogger) for lg in loggers):  # the CSV logger is always on
         loggers.append(ResumableCSVLogger(save_dir=str(output_dir), name="csv", version=""))
     for lg in loggers:
