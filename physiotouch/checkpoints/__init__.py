@@ -3,7 +3,7 @@
 
 - `safe_load`: the only way a file is read (`torch.load(weights_only=True)`, safetensors), with `CheckpointError`;
 - `format`: our `.ckpt` layout (`FORMAT`), its checks (model size, resumability) and `load_model`;
-- `io`: atomic writes, and the Lightning `CheckpointIO` that uses them;
+- `io`: atomic writes; `lightning_io`: the Lightning `CheckpointIO` that uses them (and reads safely);
 - `weights`: `init_from`, initial weights from one of our checkpoints or a reference one;
 - `reference`: the reference program's `best.pth` / `last.pth` (renamed keys, inferred sizes), and conversion;
 - `export`: the safetensors copy of a model that a release ships.

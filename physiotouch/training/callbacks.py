@@ -1,5 +1,5 @@
 """Lightning callbacks the library does not ship: the epoch summary hook, and a fault injection for tests.
-(Atomic checkpoint writes and safe reads: `physiotouch.checkpoints.io.AtomicCheckpointIO`.)"""
+(Atomic checkpoint writes and safe reads: `physiotouch.checkpoints.lightning_io.AtomicCheckpointIO`.)"""
 
 from __future__ import annotations
 

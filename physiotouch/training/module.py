@@ -169,7 +169,7 @@ class PretrainModule(L.LightningModule):
     # epochs (summarised by EpochSummary, which runs before the checkpoint callbacks save)
     def summarize_epoch(self) -> dict[str, float]:
         sums = self.epoch_stats.take(lambda v: self.trainer.strategy.reduce(v, reduce_op="sum"))
-        row = {"epoch": float(self.current_epoch), **epoch_means(sums, joint=self.loss_cfg.mode == "joint")}
+        row = {"epoch": float(self.current_epoch), **epoch_means(sums, joint=self.scheme.joint)}
         if "epoch/train_loss" in row:
             self.best_train_loss = min(self.best_train_loss, row["epoch/train_loss"])
             row.update({"epoch/best_loss_so_far": self.best_train_loss,

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physiotouch.checkpoints.format import check_resumable
-from physiotouch.checkpoints.io import AtomicCheckpointIO
+from physiotouch.checkpoints.lightning_io import AtomicCheckpointIO
 from physiotouch.checkpoints.weights import load_weights_into
 from physiotouch.cli import ConfigError
 from physiotouch.config_checks import validate_train_config

@@ -84,7 +84,8 @@ Pass = Callable[[torch.Tensor, torch.Tensor], dict]  # (clips, noise) -> the mod
 
 
 class JointScheme:
-    paths = ("video",)
+    paths = ("video",)  # the model paths it trains
+    joint = True  # weighs both terms in every batch (its epochs report the weights and their shares)
 
     def __init__(self, cfg: LossConfig, balancer, shared: Callable[[], torch.nn.Parameter]):
         # `shared` is asked at each step, not kept: moving the model to a device may replace its parameters.
@@ -99,6 +100,7 @@ class JointScheme:
 
 class AlternatingScheme:
     paths = ("video", "image")
+    joint = False
 
     def __init__(self, cfg: LossConfig):
         self.cfg = cfg
