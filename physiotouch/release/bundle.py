@@ -17,7 +17,6 @@ import torch
 
 from physiotouch.checkpoints.export import export_safetensors
 from physiotouch.checkpoints.format import load_model, model_name, same_model
-from physiotouch.cli import UserError
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.test_split import evaluate_test
 from physiotouch.hydra_setup import register_with_hydra
@@ -28,10 +27,7 @@ from physiotouch.utils.provenance import environment, git_state
 
 from . import ledger
 from .docs_block import replace_block, results_block
-
-
-class ReleaseError(UserError):
-    """The release cannot be made as asked; the message says why and what to do."""
+from .ledger import ReleaseError
 
 
 @dataclass
@@ -110,20 +106,7 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
         float(_setting(cfg, target, "validation", "mask_ratio"))
     key = ledger.split_key(splits)
     ledgers = ledger.known_ledgers(docs_root, data_dir)
-    previous = ledger.entries(ledgers, key)
-    if previous and not force:
-        first = previous[0]
-        raise ReleaseError(f"the test objects of this split ({', '.join(splits['groups']['test'])}) were already "
-                           f"evaluated on {first['when']} for {Path(first['checkpoint']).name} (ledgers: "
-                           f"{', '.join(map(str, ledgers))}). The test set is looked at once: release on objects no "
-                           f"one has tested, or use --force to look again (recorded in the release and the README)")
-    seen_split = set(splits["groups"].get("train", [])) | set(splits["groups"].get("val", []))
-    reused = {g: e for g, e in ledger.tested_groups(ledgers).items() if g in seen_split}
-    if reused and not force:
-        raise ReleaseError(f"this run trains or validates on objects that an earlier release tested "
-                           f"({', '.join(sorted(reused))}; first tested on {min(e['when'] for e in reused.values())}): "
-                           f"its numbers would not be on unseen objects. Choose a split whose train and validation "
-                           f"avoid them, or name this with --force (recorded)")
+    previous, reused = ledger.check_first_look(splits, ledgers, force)
 
     behind = None
     if replicates:  # read before the look, so that a bad folder cannot waste it

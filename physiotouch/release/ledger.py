@@ -23,6 +23,10 @@ from physiotouch.utils.files import atomic_write_text
 LEDGER = "test_ledger.json"
 
 
+class ReleaseError(UserError):
+    """The release cannot be made as asked; the message says why and what to do."""
+
+
 def split_key(splits: dict) -> str:
     """The test objects (groups) a split tests: the same set <=> the same key, whatever the data folder or version."""
     groups = sorted(splits.get("groups", {}).get("test") or [])
@@ -80,3 +84,24 @@ def record(paths: list[Path], key: str, entry: dict) -> dict:
         ledger.setdefault(key, []).append(entry)
         atomic_write_text(path, json.dumps(ledger, indent=2))
     return entry
+
+
+def check_first_look(splits: dict, ledgers: list[Path], force: bool) -> tuple[list[dict], dict[str, dict]]:
+    """The rule, before a look: refuse (unless `force`, which is recorded) test objects looked at before, and a run
+    that trained or validated on objects an earlier look tested. -> (earlier looks at these test objects, tested
+    objects the run trained or validated on)."""
+    previous = entries(ledgers, split_key(splits))
+    if previous and not force:
+        first = previous[0]
+        raise ReleaseError(f"the test objects of this split ({', '.join(splits['groups']['test'])}) were already "
+                           f"evaluated on {first['when']} for {Path(first['checkpoint']).name} (ledgers: "
+                           f"{', '.join(map(str, ledgers))}). The test set is looked at once: release on objects no "
+                           f"one has tested, or use --force to look again (recorded in the release and the README)")
+    seen_split = set(splits["groups"].get("train", [])) | set(splits["groups"].get("val", []))
+    reused = {g: e for g, e in tested_groups(ledgers).items() if g in seen_split}
+    if reused and not force:
+        raise ReleaseError(f"this run trains or validates on objects that an earlier release tested "
+                           f"({', '.join(sorted(reused))}; first tested on {min(e['when'] for e in reused.values())}): "
+                           f"its numbers would not be on unseen objects. Choose a split whose train and validation "
+                           f"avoid them, or name this with --force (recorded)")
+    return previous, reused
