@@ -16,7 +16,7 @@ from physiotouch.data.augment import AugmentConfig
 from physiotouch.data.splits import SplitConfig
 from physiotouch.data.synthetic import SynthConfig
 from physiotouch.evaluation.settings import EvalConfig
-from physiotouch.models.config import ModelConfig
+from physiotouch.models.config import BUILDER, ModelConfig
 from physiotouch.paths import CONF_DIR, REPO_DIR
 from physiotouch.training.optim import OptimConfig
 from physiotouch.training.schemes import LossConfig
@@ -25,7 +25,7 @@ from physiotouch.utils.plain import field_defaults
 DEFAULTS_GROUP = "dataclass_defaults"
 # The model group is built with `_target_` like data, trainer, loggers and callbacks (hydra.utils.instantiate); the
 # training module calls the same function on the saved plain values (models/build.py).
-TARGETS = {"model": "physiotouch.models.build_model"}
+TARGETS = {"model": BUILDER}
 SETTINGS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "augment": AugmentConfig,
             "split": SplitConfig, "synthetic": SynthConfig, "eval": EvalConfig}
 
@@ -54,7 +54,6 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     register_with_hydra()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
-
 
 
 def task_overrides() -> list[str]:

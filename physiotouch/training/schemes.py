@@ -67,7 +67,6 @@ class LossConfig:
         return loss_recon + self.pred_weight * loss_pred
 
 
-
 @dataclass
 class Step:
     """One training batch's outcome: the loss to backpropagate and what it was made of."""
