@@ -39,16 +39,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(data_cfg, source, image_size=model.cfg.encoder.image_size)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    if run is not None and run.has(RunDir.SPLITS):
-        trained = run.splits()
-        differs = (trained["data_version"] != datamodule.record["data_version"] or
-                   trained["groups"] != datamodule.record["groups"])
-        message = (f"the data or split differ from those the checkpoint's run used ({run / RunDir.SPLITS}): data "
-                   f"version {trained['data_version']} vs {datamodule.record['data_version']}")
-        if differs and cfg.use_run_data:
-            raise DataError(message + "; the data changed since training")
-        if differs:  # the user chose other data on purpose (use_run_data=false)
-            log.warning(message)
+    change = run.data_change(datamodule.record) if run is not None and run.has(RunDir.SPLITS) else None
+    if change and cfg.use_run_data:
+        raise DataError(change + "; the data changed since training")
+    if change:  # the user chose other data on purpose (use_run_data=false)
+        log.warning(change)
     out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
     metrics = run_evaluation(model, datamodule, eval_config(cfg.eval), out)
     loggers = instantiate_loggers(cfg)

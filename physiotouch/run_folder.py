@@ -163,6 +163,15 @@ class RunDir:
         except (RunFolderError, AttributeError):
             return None
 
+    def data_change(self, record: dict) -> str | None:
+        """How the data or split a datamodule gives now (its `record`) differ from those this run used (splits.json),
+        in a line; None when they are the same."""
+        trained = self.splits()
+        if trained.get("data_version") == record["data_version"] and trained.get("groups") == record["groups"]:
+            return None
+        return (f"the data or split differ from those the run used ({self.path / self.SPLITS}): data version "
+                f"{trained.get('data_version')} then, {record['data_version']} now")
+
     def best_checkpoint(self) -> Path | None:
         """The best checkpoint by validation that summary.json names, if it lies in this run's checkpoints/."""
         best = self.summary().get("best_checkpoint") if self.has(self.SUMMARY) else None

@@ -119,9 +119,9 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     datamodule = build_datamodule(cfg.get("data") or {}, str(target.run / RunDir.CONFIG))
     datamodule.prepare_data()
     datamodule.setup("test")
-    if datamodule.record["data_version"] != splits["data_version"]:
-        raise DataError(f"the data changed since the run: version {datamodule.record['data_version']} now, "
-                        f"{splits['data_version']} in {target.run / RunDir.SPLITS}")
+    change = target.run.data_change(datamodule.record)
+    if change:  # checked before the look: a changed data set would waste it
+        raise DataError(change + "; the data changed since the run")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluating the test split once: {target.checkpoint}")
     metrics = evaluate_test(model, datamodule, batch_size, mask_ratio, device)
