@@ -24,6 +24,11 @@ from physiotouch.cli import UserError
 MAX_BYTES = 16 * 2**20  # far above any file a run writes (history of 1,000 epochs: ~1 MiB)
 
 
+def trained_epochs(history: list[dict]) -> list[dict]:
+    """history.json's rows of trained epochs: its first row, epoch -1, is the untrained model's validation."""
+    return [r for r in history if r.get("epoch", 0) >= 0]
+
+
 class RunFolderError(UserError):
     """A run folder's file is missing, too large, malformed or of the wrong kind."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from physiotouch.cli import UserError
-from physiotouch.run_folder import RunDir, RunFolderError
+from physiotouch.run_folder import RunDir, RunFolderError, trained_epochs
 from physiotouch.utils.files import sha256_file
 
 
@@ -54,7 +54,7 @@ class Run:
 
     def epochs(self) -> list[dict]:
         """The trained epochs' rows (history.json's epoch -1 is the untrained model's validation)."""
-        return [r for r in self.history if r.get("epoch", 0) >= 0]
+        return trained_epochs(self.history)
 
     def best_row(self, metric: str, mode: str = "min") -> dict:
         rows = [r for r in self.epochs() if metric in r]

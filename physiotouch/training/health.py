@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import statistics
 
+from physiotouch.run_folder import trained_epochs
+
 from .schemes import LossConfig
 
 RATIO_BAND = (0.7, 1.0)  # the reference's usual loss_ratio range; reported, not judged (it depends on the data)
@@ -17,7 +19,7 @@ RATIO_MAX_CV = 0.25
 
 
 def _series(history: list[dict], key: str) -> list[float]:
-    return [row[key] for row in history if key in row and row.get("epoch", 0) >= 0]
+    return [row[key] for row in trained_epochs(history) if key in row]
 
 
 def _thirds(values: list[float]) -> tuple[float, float]:

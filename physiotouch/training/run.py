@@ -27,7 +27,7 @@ from physiotouch.config_checks import validate_train_config
 from physiotouch.data import TactileDataModule, build_datamodule
 from physiotouch.hydra_setup import print_config, register_with_hydra, task_overrides
 from physiotouch.preflight import preflight
-from physiotouch.run_folder import RunDir, RunFolderError
+from physiotouch.run_folder import RunDir, RunFolderError, trained_epochs
 from physiotouch.search.pruning import ReportToTrial, search_callbacks
 from physiotouch.utils.files import remove_stale_temps
 from physiotouch.utils.locks import FolderLock
@@ -140,7 +140,7 @@ def write_run_outputs(cfg: DictConfig, built: Built) -> dict:
     metric = best_value(history, cfg.optimized_metric, cfg.optimized_metric_mode)
     if metric is None and cfg.optimized_metric in eval_metrics:
         metric = float(eval_metrics[cfg.optimized_metric])
-    val = [r for r in history if "val/objective" in r and r.get("epoch", 0) >= 0]
+    val = [r for r in trained_epochs(history) if "val/objective" in r]
     best_row = min(val, key=lambda r: r["val/objective"]) if val else {}
     summary = {"summary/best_epoch": best_row.get("epoch", float("nan")),
                "summary/best_loss": best_row.get("val/objective", float("nan")),
@@ -168,7 +168,7 @@ def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, run: RunDir) -> dict:
 
 
 def best_value(history: list[dict], key: str, mode: str) -> float | None:
-    values = [r[key] for r in history if key in r and r.get("epoch", 0) >= 0 and math.isfinite(r[key])]
+    values = [r[key] for r in trained_epochs(history) if key in r and math.isfinite(r[key])]
     if not values:
         return None
     return min(values) if mode == "min" else max(values)
