@@ -84,7 +84,8 @@ class RunDir:
     groups), run_info.json (command, commit, environment, run id), checkpoints/ (best by val/objective, last,
     periodic), csv/metrics.csv, history.json (one row per epoch; epoch -1 is the untrained model), health.json,
     summary.json (best epoch, best checkpoint, the optimized value); eval/ (evaluation); status.json (a failed
-    sweep job's reason); .run.lock (its one writer).
+    sweep job's reason, or `stale` with its trial number for a job killed with its sweep); .run.lock (its one
+    writer).
     """
 
     path: Path
@@ -161,12 +162,21 @@ class RunDir:
     def eval_metrics(self) -> dict:
         return read_json(self.eval_dir / self.EVAL_METRICS, {})
 
+    def status(self) -> dict | None:
+        """status.json: a sweep job that failed ({"status": "failed", "reason"}) or was killed with its sweep and
+        marked by the sweep that retried it ({"status": "stale", "trial", "reason"}); None for a run without one."""
+        if not self.has(self.STATUS):
+            return None
+        try:
+            status = read_json(self.path / self.STATUS)
+        except RunFolderError as err:
+            return {"status": "unreadable", "reason": str(err)}
+        return status if isinstance(status, dict) else {"status": "unreadable", "reason": "not a JSON object"}
+
     def failure(self) -> str | None:
         """The reason a sweep job recorded for failing (status.json), if it did."""
-        try:
-            return read_json(self.path / self.STATUS).get("reason")
-        except (RunFolderError, AttributeError):
-            return None
+        status = self.status()
+        return None if status is None else str(status.get("reason") or status.get("status"))
 
     def data_change(self, record: dict) -> str | None:
         """How the data or split a datamodule gives now (its `record`) differ from those this run used (splits.json),

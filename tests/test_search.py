@@ -15,12 +15,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from physiotouch.cli import ConfigError
 from physiotouch.search.params import search_space
 
-from .test_experiments import train_cmd
+from .test_experiments import search_cmd, train_cmd
 
 TrialState = optuna.trial.TrialState
 RUN_FILES = ("config_resolved.yaml", "run_info.json", "splits.json", "csv/metrics.csv", "history.json",
@@ -65,9 +66,9 @@ def test_search_on_current_optuna_prunes_and_writes_every_promised_file(small_da
         job = Path(t.user_attrs["job_dir"])
         assert all((job / f).is_file() for f in RUN_FILES), sorted(p.name for p in job.rglob("*"))
         summary = json.loads((job / "summary.json").read_text())
-        last_epoch = max(t.intermediate_values)
-        assert summary["pruned_at_epoch"] == last_epoch < 2  # stopped before its last epoch
-        assert t.value == t.intermediate_values[last_epoch]  # recorded with its last reported value
+        last_step = max(t.intermediate_values)  # a step is the number of epochs trained
+        assert summary["pruned_at_epoch"] == last_step - 1 < 2  # stopped before its last epoch (0-based index)
+        assert t.value == t.intermediate_values[last_step]  # recorded with its last reported value
     assert all(len(t.intermediate_values) == 3 for t in study.trials if t.state == TrialState.COMPLETE)
     out = tmp_path / "pruned"
     results = yaml.safe_load((out / "optimization_results.yaml").read_text())
@@ -250,3 +251,136 @@ def test_any_term_of_the_objective_can_be_optimized(small_data, tmp_path, make_c
                        f"optimized_metric={term}")
         result = run_training(cfg)
         assert result["metric"] == min(r[term] for r in result["history"] if r["epoch"] >= 0)
+
+
+SAMPLERS = ("tpe", "random", "cmaes", "nsgaii", "qmc", "grid")
+PRESETS = ("coarse", "fine")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_composes_and_instantiates_with_every_preset(sampler, preset, tmp_path):
+    """Sampler-specific settings live with their sampler: no preset merges a key a sampler does not take."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from physiotouch.hydra_setup import CONF_DIR, register_with_hydra
+    from physiotouch.search.sweeper import PhysiotouchOptunaSweeper
+
+    register_with_hydra()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"hparams_search={preset}", f"hydra/sweeper/sampler={sampler}",
+                                                      f"paths.output_dir={tmp_path}"], return_hydra_config=True)
+    sweeper = instantiate(cfg.hydra.sweeper)
+    sweeper.search = {"grid_points": 3}
+    fine_like = {"optim.blr": "tag(log, interval(1e-4, 1e-2))", "optim.warmup_epochs": "int(interval(0, 4))",
+                 "optim.grad_clip": "choice(0.0, 0.5)"}  # the fine stage narrows the coarse ranges: same kinds
+    params = cfg.hydra.sweeper.params
+    space, _ = search_space(OmegaConf.to_container(params) if params else fine_like, [])
+    chosen = PhysiotouchOptunaSweeper._complete_sampler(sweeper, sweeper.sampler, space)
+    assert isinstance(chosen, optuna.samplers.BaseSampler), type(chosen)
+    study = optuna.create_study(sampler=chosen)
+    for _ in range(2):
+        trial = study.ask(space)
+        study.tell(trial, float(trial.params["optim.blr"]))
+    assert len(study.trials) == 2
+
+
+def test_grid_values_cover_choices_ranges_and_intervals():
+    from physiotouch.search.params import grid_space
+
+    space, _ = search_space({"a": "choice(x, y)", "b": "range(1, 9, 4)", "c": "tag(log, interval(1e-4, 1e-2))",
+                             "d": "int(interval(0, 4))", "e": "interval(0.2, 0.8)", "f": "int(interval(1, 1000))"}, [])
+    grid = grid_space(space, 3)
+    assert grid["a"] == ["x", "y"] and grid["b"] == [1, 5, 9] and grid["d"] == [0, 1, 2, 3, 4]
+    assert grid["c"] == pytest.approx([1e-4, 1e-3, 1e-2]) and grid["e"] == pytest.approx([0.2, 0.5, 0.8])
+    assert grid["f"] == [1, 500, 1000]  # an integer interval of more than GRID_ALL_INTEGERS values: spread
+    with pytest.raises(ConfigError, match="grid_points"):
+        grid_space(space, 1)
+
+
+@pytest.mark.slow
+def test_every_sampler_runs_a_trial_with_both_presets(small_data, tmp_path):
+    """Each sampler runs a coarse trial, then a fine one narrowed from it, through the real command."""
+    for sampler in SAMPLERS:
+        storage = f"sqlite:///{tmp_path}/{sampler}.db"
+        for preset in PRESETS:
+            cmd = train_cmd(small_data, tmp_path, f"hparams_search={preset}", f"hydra/sweeper/sampler={sampler}",
+                            "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}",
+                            f"hydra.sweep.dir={tmp_path}/{sampler}-{preset}")
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            assert run.returncode == 0, f"{sampler} {preset}: {run.stderr[-2000:]}"
+            study = optuna.load_study(study_name=f"physiotouch-{preset}", storage=storage)
+            assert [t.state for t in study.trials] == [TrialState.COMPLETE], (sampler, preset)
+
+
+@pytest.mark.slow
+def test_a_killed_sweeps_trial_is_retried_within_a_few_heartbeats(small_data, tmp_path):
+    """Two sweeps share a study; one is killed mid-trial. The other fails the dead trial once it has missed three
+    heartbeats (the default grace), runs it again, and the study ends with exactly n_trials complete trials. The
+    killed job's folder says `stale` with its trial number, and the report skips it with that reason."""
+    import os
+    import signal
+
+    beat, n = 1, 3
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    cmds = [sweep(small_data, tmp_path, storage, name, n, f"search.heartbeat_seconds={beat}", "trainer.max_epochs=3",
+                  "trainer.limit_train_batches=6") for name in ("victim", "survivor")]
+    victim = subprocess.Popen(cmds[0], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    survivor = subprocess.Popen(cmds[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    running: dict = {}
+    while len(running) < 2 and time.time() < deadline and victim.poll() is None:  # both sweeps mid-trial
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name="physiotouch-coarse", storage=storage)
+        except KeyError:
+            continue
+        running = {Path(t.user_attrs["job_dir"]).parent.name: t for t in study.get_trials(states=(TrialState.RUNNING,))
+                   if "job_dir" in t.user_attrs}
+    assert set(running) == {"victim", "survivor"}, running
+    victims_trial = running["victim"]
+    os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.time()
+    victim.wait()
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err[-3000:]
+
+    study = optuna.load_study(study_name="physiotouch-coarse", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == n, states
+    dead = study.trials[victims_trial.number]
+    assert dead.state == TrialState.FAIL and "stale" in dead.user_attrs["fail_reason"]
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == dead.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    # The survivor starts the retry once the dead trial has missed 3 heartbeats, as soon as it is free: at most a
+    # few heartbeats after the later of the kill and the end of its own trial that was running then.
+    before = [t.datetime_complete.timestamp() for t in study.trials
+              if t.datetime_complete and t.number != dead.number and t.datetime_complete < retry.datetime_start]
+    free_at = max([killed_at, *[b for b in before if b >= killed_at - 60]])
+    assert retry.datetime_start.timestamp() - free_at < 3 * beat + 4 * beat, (retry.datetime_start, free_at)
+    status = json.loads((Path(dead.user_attrs["job_dir"]) / "status.json").read_text())
+    assert status["status"] == "stale" and status["trial"] == dead.number
+    report = subprocess.run([sys.executable, "-m", "physiotouch.report", str(tmp_path / "victim"),
+                             str(tmp_path / "survivor")], capture_output=True, text=True)
+    out = report.stdout + report.stderr
+    assert f"stale (trial {dead.number})" in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_search_confirm_runs_the_confirmation_and_reports_it(small_data, tmp_path):
+    """search.confirm=true: confirm_command.txt runs as the search's last stage; its folds join the search report."""
+    cmd = search_cmd(small_data, tmp_path, "coarse", 1, "search.confirm=true",
+                     # two folds, one seed: the whole params node replaced (Hydra cannot override a dotted key)
+                     'search.confirm_overrides=["hydra.sweeper.params={data.split.fold:\'0,1\',seed:\'1\'}",'
+                     '"eval.probe.attributes=[]"]')
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "coarse"
+    confirmation = yaml.safe_load((out / "confirmation.yaml").read_text())
+    assert confirmation["runs"] == 2 and set(confirmation["per_fold"]) == {"0", "1"}
+    assert confirmation["mean_over_folds"] == pytest.approx(sum(confirmation["per_fold"].values()) / 2)
+    runs = sorted((out / "confirm").glob("*/summary.json"))
+    assert len(runs) == 2 and all((r.parent / "eval" / "metrics.json").is_file() for r in runs)
+    report = (out / "search_report.md").read_text()
+    assert "## Confirmation across objects" in report and "search's best trial" in report

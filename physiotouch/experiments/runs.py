@@ -100,7 +100,11 @@ def find_runs(folders: list[Path]) -> tuple[list[Run], list[str]]:
         candidates = [folder] if RunDir(folder).has(RunDir.RUN_INFO) else sorted(
             p.parent for p in folder.rglob(RunDir.RUN_INFO) if "wandb" not in p.parts)
         for p in candidates:
-            if RunDir(p).has(RunDir.HISTORY):
+            status = RunDir(p).status()
+            if status is not None:  # failed, or killed mid-run (its sweep's survivor marked it stale)
+                skipped.append(f"{p}: {status.get('status', 'failed')}" + (
+                    f" (trial {status['trial']})" if "trial" in status else "") + f": {status.get('reason', '')}")
+            elif RunDir(p).has(RunDir.HISTORY):
                 found.append(p)
             else:
                 skipped.append(f"{p}: unfinished (no history.json yet; still running, killed or failed)")

@@ -90,3 +90,32 @@ def describe(dist: BaseDistribution) -> str:
         return f"choice{tuple(dist.choices)}"
     kind = "log " if getattr(dist, "log", False) else ""
     return f"{kind}[{dist.low:.6g}, {dist.high:.6g}]"
+
+
+GRID_ALL_INTEGERS = 10
+
+
+def grid_values(name: str, dist: BaseDistribution, points: int) -> list:
+    """The values a grid search tries for one parameter: a choice's choices, a range's every step (an integer
+    interval's every integer, up to GRID_ALL_INTEGERS of them), and otherwise `points` values spread over the
+    interval (log-spaced on a log scale; integers deduplicated)."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if dist.step is not None and not dist.log:  # range(start, stop, step) or an integer interval, stop included
+        count = int(round((dist.high - dist.low) / dist.step)) + 1
+        if isinstance(dist, FloatDistribution) or count <= GRID_ALL_INTEGERS:
+            return [type(dist.low)(dist.low + i * dist.step) for i in range(count)]
+    if points < 2:
+        raise ConfigError(f"search.grid_points: {points}; a grid needs at least 2 values of '{name}'")
+    lo, hi = (math.log(dist.low), math.log(dist.high)) if dist.log else (dist.low, dist.high)
+    values = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+    values = [math.exp(v) for v in values] if dist.log else values
+    values[0], values[-1] = dist.low, dist.high  # exactly the ends, not their rounded logarithms
+    if isinstance(dist, IntDistribution):
+        return sorted({int(round(v)) for v in values})
+    return values
+
+
+def grid_space(space: dict[str, BaseDistribution], points: int) -> dict[str, list]:
+    """The search space as GridSampler's {name: values}."""
+    return {name: grid_values(name, dist, points) for name, dist in space.items()}

@@ -38,6 +38,8 @@ def _sweep_config():
 
 
 def this_jobs_trial() -> optuna.trial.Trial | None:
+    """This job's trial (None outside physiotouch's sweeper); the trial is told where the job writes, so that a
+    sweep that outlives this job's sweep can mark the folder if the job is killed."""
     hc = _sweep_config()
     if hc is None:
         return None
@@ -47,7 +49,9 @@ def this_jobs_trial() -> optuna.trial.Trial | None:
     pruner = instantiate(hc.sweeper.pruner) if hc.sweeper.get("pruner") else optuna.pruners.NopPruner()
     name = st.study_name(hc.sweeper.get("study_name"), hc.job.name)
     study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-    return st.trial_by_number(study, storage, int(hc.job.num))
+    trial = st.trial_by_number(study, storage, int(hc.job.num))
+    trial.set_user_attr(st.JOB_DIR_ATTR, str(hc.runtime.output_dir))
+    return trial
 
 
 class ReportToTrial(L.Callback):
@@ -66,7 +70,9 @@ class ReportToTrial(L.Callback):
         epoch, prune = trainer.current_epoch, False
         value = trainer.callback_metrics.get(self.metric)
         if self.trial is not None and value is not None and math.isfinite(float(value)):
-            self.trial.report(float(value), epoch)
+            # The step is the number of epochs trained (the resource of successive halving and Hyperband), so a
+            # rung at min_resource=1 comes after the first epoch; `pruned_at_epoch` keeps the 0-based epoch index.
+            self.trial.report(float(value), epoch + 1)
             last = trainer.max_epochs is not None and epoch >= trainer.max_epochs - 1
             prune = not last and self.trial.should_prune()  # pruning the last epoch would save nothing
             if prune:

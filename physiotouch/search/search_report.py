@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import Counter
+import statistics
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -71,6 +72,40 @@ def write_search_report(study: optuna.Study, out: Path, search: dict) -> dict:
                "failure_reasons": dict(reasons), "best_value": best.value if best else None}
     log.info("search report: %s", summary)
     return summary
+
+
+def append_confirmation(sweep_dir: Path, confirm_dir: Path, summary: dict, metric: str) -> dict:
+    """The confirmation stage's runs (the best configuration over object folds x seeds) beside the search's best:
+    appended to search_report.md and written to confirmation.yaml. The fold is the replicate (its seeds share its
+    validation objects, so they are averaged within the fold first)."""
+    from physiotouch.experiments.runs import find_runs
+
+    runs, skipped = find_runs([confirm_dir])
+    by_fold: dict = defaultdict(list)
+    for run in runs:
+        value = run.summary.get("optimized_value")
+        if value is not None:
+            by_fold[(run.splits.get("split") or {}).get("fold")].append(float(value))
+    folds = {str(k): statistics.fmean(v) for k, v in sorted(by_fold.items(), key=lambda kv: str(kv[0]))}
+    values = list(folds.values())
+    result = {"metric": metric, "runs": len(runs), "skipped": skipped, "per_fold": folds,
+              "mean_over_folds": statistics.fmean(values) if values else None,
+              "sd_over_folds": statistics.stdev(values) if len(values) >= 2 else None,
+              "search_best_value": summary.get("best_value")}
+    OmegaConf.save(OmegaConf.create(result), sweep_dir / "confirmation.yaml")
+    fmt = lambda v: "-" if v is None else f"{v:.6g}"  # noqa: E731
+    lines = ["", "## Confirmation across objects (search.confirm=true)", "",
+             f"The best configuration re-run over object folds x seeds (`{confirm_dir.name}/`, "
+             f"`confirm_command.txt`); seeds averaged within a fold, the fold is the replicate.", "",
+             *table(["", metric], [["search's best trial (one split, one seed)", fmt(summary.get("best_value"))],
+                                   [f"confirmed: mean over {len(values)} folds", fmt(result["mean_over_folds"])],
+                                   ["confirmed: SD across folds", fmt(result["sd_over_folds"])],
+                                   *[[f"fold {k}", fmt(v)] for k, v in folds.items()]])]
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(skipped)]
+    with (sweep_dir / "search_report.md").open("a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return result
 
 
 def _fmt(v) -> str:

@@ -19,8 +19,11 @@ Selected by `hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml). It keeps hy
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -40,14 +43,16 @@ from physiotouch.utils.plain import to_plain
 
 from . import storage as st
 from .narrowing import NarrowingRule, fine_search_space
-from .params import describe, override_text, search_space
+from .params import describe, grid_space, override_text, search_space
 from .pruning import PRUNED_ATTR
-from .search_report import write_search_report
+from .search_report import append_confirmation, write_search_report
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 FINISHED_ATTR = "physiotouch_finished"  # told by a sweeper after its job returned (a stale trial's FAIL is not)
 TrialState = optuna.trial.TrialState
+DEFAULT_HEARTBEAT = 10.0  # seconds between a sweep's heartbeats for its running trials (search.heartbeat_seconds)
+STALE_AFTER_BEATS = 3  # heartbeats missed before a trial counts as its sweep's, killed (unless search.grace_seconds)
 
 
 @contextmanager
@@ -101,6 +106,8 @@ class PhysiotouchOptunaSweeper(Sweeper):
         with st.claim_lock(self.url, self.study_name):
             storage = st.open_storage(self.url)
             space, fixed, enqueue = self._search_space(storage, arguments, sweep_dir)
+            self.space = space
+            self.sampler = self._complete_sampler(self.sampler, space)
             study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                         pruner=self.pruner, direction=self.direction, load_if_exists=True)
             if enqueue is not None and not study.trials:
@@ -119,7 +126,7 @@ class PhysiotouchOptunaSweeper(Sweeper):
                 time.sleep(min(10.0, self._grace() / 4))  # another sweep's trials: wait, retry them if it dies
                 continue
             overrides = [tuple(f"{k}={override_text(v)}" for k, v in {**t.params, **fixed}.items()) for t in trials]
-            with heartbeat(trials, float(self.search.get("heartbeat_seconds") or 60)):
+            with heartbeat(trials, self._heartbeat()):
                 returns = self._launch(trials, overrides)
             for trial, ret in zip(trials, returns):
                 failed += not self._tell(study, trial, ret)
@@ -128,27 +135,63 @@ class PhysiotouchOptunaSweeper(Sweeper):
                 write_search_report(study, sweep_dir, self.search)
                 raise RuntimeError(f"{failed} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
                                    f"{self.max_failure_rate}; see {sweep_dir / 'search_report.md'}")
-        write_search_report(study, sweep_dir, self.search)
-        self._write_confirm_command(study, sweep_dir, fixed)
+        summary = write_search_report(study, sweep_dir, self.search)
+        command = self._write_confirm_command(study, sweep_dir, fixed)
+        if told and failed == told:  # a search whose every trial failed has found nothing: say so by the exit code
+            raise RuntimeError(f"all {told} trials failed; see {sweep_dir / 'search_report.md'}")
+        if self.search.get("confirm") and command is not None:
+            self._confirm(study, sweep_dir, command, summary)
 
-    def _write_confirm_command(self, study: optuna.Study, sweep_dir: Path, fixed: dict) -> None:
-        """The search's last step, written out: its best configuration run across objects (5 folds x 2 seeds)."""
+    def _write_confirm_command(self, study: optuna.Study, sweep_dir: Path, fixed: dict) -> list[str] | None:
+        """The search's last step, written out: its best configuration run across objects (5 folds x 2 seeds).
+        -> the overrides of that command (after `python -m physiotouch.train -m`)."""
         done = [t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("penalised")]
         if not done:
-            return
+            return None
         best = (min if self.direction == "minimize" else max)(done, key=lambda t: t.value)
         skip = ("hparams_search", "hydra.", "hydra/", "ablation", "search.")
         kept = dict(o.split("=", 1) for o in self.config.hydra.overrides.task if "=" in o and "(" not in o)
         kept.update({k: v for k, v in fixed.items() if k not in kept})
         kept = {k: v for k, v in kept.items() if not k.lstrip("+~").startswith(skip)}
         kept.update({k: override_text(v) for k, v in best.params.items()})
-        command = " ".join(["python -m physiotouch.train -m ablation=confirm", *[f"{k}={v}" for k, v in kept.items()]])
+        overrides = ["ablation=confirm", *[f"{k}={v}" for k, v in kept.items()]]
+        command = " ".join(["python -m physiotouch.train -m", *overrides])
         (sweep_dir / "confirm_command.txt").write_text(command + "\n")
         log.info("confirm the best configuration across objects: %s", command)
+        return overrides
+
+    def _confirm(self, study: optuna.Study, sweep_dir: Path, overrides: list[str], summary: dict) -> None:
+        """search.confirm=true: run confirm_command.txt as the search's last stage (its own multirun under
+        SWEEP/confirm, a fresh process so the search's Hydra state is not reused) and add its result across objects
+        to the search report beside the search's own best."""
+        out = sweep_dir / "confirm"
+        extra = [str(o) for o in self.search.get("confirm_overrides") or []]
+        cmd = [sys.executable, "-m", "physiotouch.train", "-m", *overrides, *extra, f"hydra.sweep.dir={out}"]
+        log.info("confirming the best configuration across objects: %s", " ".join(cmd[1:]))
+        proc = subprocess.run(cmd, cwd=Path.cwd())
+        if proc.returncode != 0:
+            raise RuntimeError(f"the confirmation stage failed (exit {proc.returncode}); its runs are in {out}")
+        append_confirmation(sweep_dir, out, summary, self.search.get("metric") or "val/objective")
+
+    def _heartbeat(self) -> float:
+        return float(self.search.get("heartbeat_seconds") or DEFAULT_HEARTBEAT)
 
     def _grace(self) -> float:
-        beat = float(self.search.get("heartbeat_seconds") or 60)
-        return float(self.search.get("grace_seconds") or 3 * beat)
+        """How long a trial may go without a heartbeat before its sweep counts as dead: search.grace_seconds when
+        set, else a few heartbeats (a killed sweep's trial is retried within seconds, not minutes)."""
+        return float(self.search.get("grace_seconds") or STALE_AFTER_BEATS * self._heartbeat())
+
+    def _complete_sampler(self, sampler, space: dict):
+        """A sampler that needs the search space (sampler=grid, configured `_partial_`) built from it; a grid runs
+        at most as many trials as it has points."""
+        if not isinstance(sampler, functools.partial):
+            return sampler
+        grid = grid_space(space, int(self.search.get("grid_points") or 3))
+        size = math.prod(len(v) for v in grid.values())
+        if size < self.n_trials:
+            log.info("the grid has %d points: n_trials %d -> %d", size, self.n_trials, size)
+            self.n_trials = size
+        return sampler(search_space=grid)
 
     def _search_space(self, storage, arguments: list[str], sweep_dir: Path) -> tuple[dict, dict, dict | None]:
         """-> (distributions, fixed values, params to enqueue first)."""
@@ -186,8 +229,10 @@ class PhysiotouchOptunaSweeper(Sweeper):
             if not st.is_stale(frozen, grace):
                 continue
             trial = st.trial_by_number(study, storage, frozen.number)
-            trial.set_user_attr("fail_reason", f"stale: its sweep stopped beating for over {grace:.0f} s")
+            reason = f"stale: its sweep stopped beating for over {grace:.0f} s (killed)"
+            trial.set_user_attr("fail_reason", reason)
             study.tell(trial, state=TrialState.FAIL)
+            mark_stale(frozen, reason)
             if "retry_of" not in frozen.user_attrs:
                 study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
             log.warning("trial %d belonged to a stopped sweep: failed%s", frozen.number,
@@ -224,12 +269,13 @@ class PhysiotouchOptunaSweeper(Sweeper):
         relaunch does not draw the first launch's points again, and two sweeps on one study never draw the same."""
         cfg = self.config.hydra.sweeper.get("sampler")
         if cfg is not None and cfg.get("seed") is not None:
-            study.sampler = instantiate(cfg, seed=int(cfg.seed) + len(study.get_trials(deepcopy=False)))
+            sampler = instantiate(cfg, seed=int(cfg.seed) + len(study.get_trials(deepcopy=False)))
+            study.sampler = self._complete_sampler(sampler, self.space)
 
     def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret) -> bool:
         """Record the job's outcome; False when it failed."""
         job_dir = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg else ""
-        trial.set_user_attr("job_dir", job_dir)
+        trial.set_user_attr(st.JOB_DIR_ATTR, job_dir)
         trial.set_user_attr(FINISHED_ATTR, True)
         value, reason = None, None
         try:
@@ -259,6 +305,18 @@ class PhysiotouchOptunaSweeper(Sweeper):
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, reason)
         return False
+
+
+def mark_stale(trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Mark a killed sweep's half-written job folder (the job told its trial where it writes), so that reports skip
+    it with the reason; a folder another machine cannot see is left alone."""
+    job_dir = trial.user_attrs.get(st.JOB_DIR_ATTR)
+    if job_dir and Path(job_dir).is_dir():
+        try:
+            RunDir(Path(job_dir)).write_json(RunDir.STATUS, {"status": "stale", "trial": trial.number,
+                                                             "reason": reason}, None)
+        except OSError as err:
+            log.warning("could not mark %s as stale: %s", job_dir, err)
 
 
 def _job_failure(job_dir: str) -> str | None:
