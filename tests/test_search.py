@@ -384,3 +384,15 @@ def test_search_confirm_runs_the_confirmation_and_reports_it(small_data, tmp_pat
     assert len(runs) == 2 and all((r.parent / "eval" / "metrics.json").is_file() for r in runs)
     report = (out / "search_report.md").read_text()
     assert "## Confirmation across objects" in report and "search's best trial" in report
+
+
+def test_a_journal_url_with_three_slashes_is_absolute_from_any_folder(tmp_path, monkeypatch):
+    from physiotouch.search.storage import open_storage
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = tmp_path / "shared" / "optuna.journal"
+    for url in (f"journal://{target}", f"journal:///{target}"):  # journal:///abs and journal:////abs alike
+        optuna.create_study(study_name=f"s{len(url)}", storage=open_storage(url))
+    assert target.is_file() and not any(elsewhere.rglob("*.journal"))

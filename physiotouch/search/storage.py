@@ -47,9 +47,15 @@ def _with_driver(url: str) -> str:
 
 
 def _file_of(url: str) -> Path | None:
-    for prefix in ("sqlite:///", JOURNAL):
-        if url.startswith(prefix):
-            return Path(url[len(prefix):])
+    """The file of a sqlite or journal storage. sqlite follows SQLAlchemy (sqlite:///relative, sqlite:////absolute);
+    a journal URL is a file URL: journal:///abs/path is the absolute /abs/path from any working folder (two sweeps
+    started in different folders share it), journal://relative/path is relative."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if url.startswith(JOURNAL):
+        return Path("/" + url[len(JOURNAL):].lstrip("/"))
+    if url.startswith("journal://"):
+        return Path(url[len("journal://"):])
     return None
 
 
@@ -57,7 +63,7 @@ def open_storage(url: str) -> BaseStorage:
     path = _file_of(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith(JOURNAL):
+    if url.startswith("journal://"):
         # The open() lock works on NFS, where the default symlink lock may not.
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     url = _with_driver(url)
