@@ -51,7 +51,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_metrics(metrics, step=0)
         lg.save()
-    print(f"evaluation of {ckpt} -> {out}\n" + (out / "report.md").read_text().split("## Pictures")[0])
+    report = (out / "report.md").read_text()
+    print(f"evaluation of {ckpt} -> {out}\n" + report.split("## Pictures")[0] + report.rsplit("\n\n", 1)[-1])
     return metrics
 
 

@@ -102,6 +102,7 @@ class RunDir:
     LAST = "last.ckpt"
     EVAL = "eval"
     EVAL_METRICS = "metrics.json"
+    EVAL_TIMINGS = "timings.json"  # seconds per phase of the evaluation
     METRICS_CSV = "csv/metrics.csv"
     OVERRIDES = ".hydra/overrides.yaml"  # Hydra's own record of the command line's overrides
     RELEASED = (CONFIG, SPLITS, RUN_INFO, SUMMARY, HEALTH, HISTORY)  # copied into a release

@@ -36,8 +36,10 @@ from torchmetrics.classification import (
 )
 
 from physiotouch.data.labels import NUMERIC
+from physiotouch.utils.progress import progress
 
 from .settings import ProbeConfig
+from .tuned import FittedProbe, fit_tuned, grid
 
 POOLED = ("x", "object", "sensor", "t", "start", "end", "folder")
 
@@ -50,6 +52,7 @@ class Task:
     classes: list | None  # None: regression
     prefix: str = "val/probe_"
     kinds: tuple = ("linear", "knn")
+    groups: np.ndarray | None = None  # per pooled clip: what the outer folds keep apart (the inner folds' unit)
 
     @property
     def tested(self) -> np.ndarray:
@@ -124,11 +127,11 @@ def build_tasks(p: dict, vocab: dict, labels: dict, cfg: ProbeConfig, root: str 
     fit, test = np.flatnonzero(p["split"] == 0), np.flatnonzero(p["split"] == 1)
     prefix, tasks = f"{root}/probe_", []
     if len(np.unique(p["sensor"][fit])) >= 2 and len(test):
-        tasks.append(Task("sensor", p["sensor"], [(fit, test)], vocab["sensor"], prefix))
+        tasks.append(Task("sensor", p["sensor"], [(fit, test)], vocab["sensor"], prefix, groups=p["object"]))
     among = np.ones(len(p["x"]), bool) if object_among is None else object_among
     folds = sequence_folds(p["object"], p["sensor"], p["folder"], cfg.sequence_folds, among)
     if folds:
-        tasks.append(Task("object", p["object"], folds, vocab["object"], prefix))
+        tasks.append(Task("object", p["object"], folds, vocab["object"], prefix, groups=p["folder"]))
     for attr in cfg.attributes:
         values = [labels.get(f, {}).get(attr) for f in p["folder"]]
         has = np.array([v is not None for v in values])
@@ -142,12 +145,12 @@ def build_tasks(p: dict, vocab: dict, labels: dict, cfg: ProbeConfig, root: str 
             y, classes = _class_ids(values)
             if any(len(np.unique(y[f])) < 2 for f, _ in folds):
                 continue  # a fold whose fitting objects show one class only
-        tasks.append(Task(attr, y, folds, classes, prefix))
+        tasks.append(Task(attr, y, folds, classes, prefix, groups=p["object"]))
     for s, sensor in enumerate(vocab["sensor"]):  # leave one sensor out (linear only)
         held = p["sensor"] == s
         if held.any() and not held.all() and len(np.unique(p["object"][~held])) >= 2:
             tasks.append(Task(f"{sensor}_object", p["object"], [(np.flatnonzero(~held), np.flatnonzero(held))],
-                              vocab["object"], f"{root}/loso_", ("linear",)))
+                              vocab["object"], f"{root}/loso_", ("linear",), groups=p["sensor"]))
     early, late = time_split_mask(p["t"], p["start"], p["end"], cfg)
     if late.any() and len(np.unique(p["object"][early])) >= 2:
         tasks.append(Task("reid_object", p["object"], [(np.flatnonzero(early), np.flatnonzero(late))],
@@ -157,7 +160,8 @@ def build_tasks(p: dict, vocab: dict, labels: dict, cfg: ProbeConfig, root: str 
 
 
 def fit_probe(kind: str, x: np.ndarray, y: np.ndarray, cfg: ProbeConfig, regression: bool = False):
-    """A linear probe (logistic or ridge regression on standardised features) or k-NN (cosine), fitted."""
+    """One scikit-learn probe, fitted: linear (logistic or ridge regression on standardised features, at cfg.C or
+    cfg.ridge_alpha) or k-NN (cosine, cfg.knn_k). The tuned protocol's oracle (evaluation/tuned.py)."""
     if kind == "linear":
         head = Ridge(alpha=cfg.ridge_alpha) if regression else LogisticRegression(C=cfg.C, max_iter=cfg.max_iter)
         return make_pipeline(StandardScaler(), head).fit(x, y)
@@ -165,22 +169,15 @@ def fit_probe(kind: str, x: np.ndarray, y: np.ndarray, cfg: ProbeConfig, regress
     return knn(n_neighbors=min(cfg.knn_k, len(y)), metric="cosine", weights="distance").fit(x, y)
 
 
-def predict(model, x: np.ndarray, task: Task) -> np.ndarray:
-    """-> targets [n] (regression) or class probabilities [n, classes] (classes absent from the fit get 0)."""
-    if task.classes is None:
-        return model.predict(x)
-    proba = np.zeros((len(x), len(task.classes)))
-    proba[:, model.classes_] = model.predict_proba(x)
-    return proba
+def fit_task(task: Task, x: np.ndarray, kind: str, cfg: ProbeConfig) -> FittedProbe:
+    """Every fold's probe of `task` on features `x`, each tuned by inner cross-validation (evaluation/tuned.py)."""
+    classes = None if task.classes is None else len(task.classes)
+    return fit_tuned(task.y, task.folds, task.groups, classes, x, kind, cfg, cfg.backend)
 
 
-def fit_task(task: Task, x: np.ndarray, kind: str, cfg: ProbeConfig) -> list:
-    return [fit_probe(kind, x[f], task.y[f], cfg, task.classes is None) for f, _ in task.folds]
-
-
-def score_task(task: Task, fitted: list, x_test: np.ndarray, cfg: ProbeConfig) -> tuple[dict, np.ndarray]:
+def score_task(task: Task, fitted: FittedProbe, x_test: np.ndarray, cfg: ProbeConfig) -> tuple[dict, np.ndarray]:
     """Each fold's tested clips predicted by the probe fit on that fold -> (metrics, predictions over `tested`)."""
-    pred = np.concatenate([predict(m, x_test[t], task) for m, (_, t) in zip(fitted, task.folds)])
+    pred = np.concatenate([fitted.predict(f, x_test[t]) for f, (_, t) in enumerate(task.folds)])
     return task_metrics(task, pred, cfg), pred
 
 
@@ -213,20 +210,26 @@ def _present(per_class: torch.Tensor, y: np.ndarray) -> float:
     return float(per_class[np.unique(y)].mean())
 
 
-def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig) -> tuple[dict[str, float], dict]:
-    """Every task's probes fit and scored on features `x` (pooled clips). -> (flat metrics, curves for plots)."""
-    metrics, curves = {}, {}
-    for task in tasks:
+def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = "model"
+               ) -> tuple[dict[str, float], dict, dict]:
+    """Every task's probes fit and scored on features `x` (pooled clips). -> (flat metrics, curves for plots, the
+    regularisation each fold's probe used: {probe key: {name, per_fold, tuned}})."""
+    metrics, curves, choices = {}, {}, {}
+    for task in progress(tasks, len(tasks), f"probes ({label})"):
         if task.classes is not None:
             tested = task.y[task.tested]
             metrics[task.key("linear", "classes")] = float(len(np.unique(tested)))  # what chance is relative to
             metrics[task.key("linear", "chance")] = 1.0 / max(1, len(np.unique(tested)))
         for kind in task.kinds:
-            scores, pred = score_task(task, fit_task(task, x, kind, cfg), x, cfg)
+            fitted = fit_task(task, x, kind, cfg)
+            scores, pred = score_task(task, fitted, x, cfg)
             metrics.update({task.key(kind, k): v for k, v in scores.items()})
+            choices[task.key(kind, "")[:-1]] = {"name": grid(kind, task.classes is None, cfg)[0],
+                                                "per_fold": fitted.chosen, "tuned": fitted.tuned,
+                                                "inner_errors": fitted.inner_errors}
             if kind == "linear" and task.classes is not None and task.prefix.endswith("/probe_"):
                 curves[task.name] = {"proba": pred, "y": task.y[task.tested], "names": task.classes}
-    return metrics, curves
+    return metrics, curves, choices
 
 
 def probe_splits(tasks: list[Task], folders: np.ndarray) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 
 from physiotouch.run_folder import RunDir
 from physiotouch.utils.markdown import table
+from physiotouch.utils.timing import PhaseTimer
 
 from . import plots
 from .controls import CONTROLS, control_metrics, controls_for
@@ -96,16 +97,19 @@ def evaluation_labels(datamodule, folders) -> dict[str, dict]:
 
 def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
+    timer = PhaseTimer()
     datasets = datamodule.datasets  # train and val only: the data module never builds the test split
     vocab = {k: v for k, v in datamodule.record["labels"].items()}
     pcfg = ProbeConfig(**cfg.probe)
     # Reconstruction errors are reported on validation only; the training split gives the probes their features.
-    feats = {s: encode(model, datasets[s], cfg.batch_size, cfg.mask_ratio, errors=s == "val", device=cfg.device,
-                       limit=cfg.max_clips, name=s) for s in ("train", "val")}
+    with timer.phase("encode"):
+        feats = {s: encode(model, datasets[s], cfg.batch_size, cfg.mask_ratio, errors=s == "val", device=cfg.device,
+                           limit=cfg.max_clips, name=s) for s in ("train", "val")}
     pooled = pool(feats)
     tasks = build_tasks(pooled, vocab, evaluation_labels(datamodule, pooled["folder"]), pcfg)
     (out / "probe_splits.json").write_text(json.dumps(probe_splits(tasks, pooled["folder"]), indent=1))
-    metrics, curves = run_probes(tasks, pooled["x"], pcfg)
+    with timer.phase("probes model"):
+        metrics, curves, choices = run_probes(tasks, pooled["x"], pcfg)
     loso = [v for k, v in metrics.items() if k.startswith("val/loso_") and k.endswith("_object_accuracy")]
     if loso:
         metrics["val/loso_mean_object_accuracy"] = float(np.mean(loso))
@@ -113,10 +117,40 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
             metrics["val/loso_drop_points"] = 100 * (metrics["val/probe_object_accuracy"] - float(np.mean(loso)))
     recon, groups = reconstruction_metrics(feats["val"])
     metrics.update(recon)
-    controls = {**controls_for(metrics, control_metrics(model, datasets, tasks, pcfg, cfg.batch_size, cfg.device,
-                                                        cfg.max_clips, datamodule.seed)),
-                **reconstruction_controls(metrics)}
+    control_values, control_choices = control_metrics(model, datasets, tasks, pcfg, cfg.batch_size, cfg.device,
+                                                      cfg.max_clips, datamodule.seed, timer)
+    controls = {**controls_for(metrics, control_values), **reconstruction_controls(metrics)}
+    (out / "probe_choices.json").write_text(json.dumps({"model": choices, **control_choices}, indent=1))
 
+    with timer.phase("plots"):
+        pictures = _pictures(model, datasets, feats, curves, groups, metrics, cfg, pcfg, out)
+
+    rows = []
+    if cfg.robustness.get("enabled", True):
+        with timer.phase("robustness"):
+            rows = robustness(model, datasets, feats, tasks, cfg, pcfg)
+        for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
+                       "val/probe_motion_accuracy", "val/probe_peak_depth_r2"):
+            if all(metric in r for r in rows):
+                pictures.append(plots.robustness_plot(rows, metric, out))
+        for r in rows[1:]:
+            for k, v in r.items():
+                if k.startswith("drop:"):
+                    metrics[f"robust/{r['perturbation']}_{r['strength']:g}/{k[5:]}_drop"] = v
+    (out / RunDir.EVAL_METRICS).write_text(json.dumps({**metrics, "controls": controls}, indent=1, sort_keys=True))
+    (out / "robustness.json").write_text(json.dumps(rows, indent=1))
+    with timer.phase("report"):
+        _write_report(out, metrics, groups, rows, pictures, datamodule.record, controls)
+    (out / RunDir.EVAL_TIMINGS).write_text(json.dumps({**timer.seconds, "total": sum(timer.seconds.values())},
+                                                      indent=1))
+    with (out / "report.md").open("a") as fh:
+        fh.write(f"\nTime per phase: {timer.line()}\n")
+    return metrics
+
+
+def _pictures(model, datasets: dict, feats: dict, curves: dict, groups: dict, metrics: dict, cfg: EvalConfig,
+              pcfg: ProbeConfig, out: Path) -> list[Path]:
+    """Confusion, PR/ROC and reliability per probe; losses per object, sensor and frame; example clips."""
     pictures = []
     for task, curve in curves.items():
         pictures += [plots.confusion(curve, task, out), *plots.pr_roc(curve, task, out),
@@ -138,22 +172,7 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
                              cfg.device)
         captions = [f"{val['folder'][i]}\nt={val['t'][i]} obj={_objective(val)[i]:.3f}" for i in picked]
         pictures.append(plots.example_panel(model, ex, captions, title, name, out))
-
-    rows = []
-    if cfg.robustness.get("enabled", True):
-        rows = robustness(model, datasets, feats, tasks, cfg, pcfg)
-        for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
-                       "val/probe_motion_accuracy", "val/probe_peak_depth_r2"):
-            if all(metric in r for r in rows):
-                pictures.append(plots.robustness_plot(rows, metric, out))
-        for r in rows[1:]:
-            for k, v in r.items():
-                if k.startswith("drop:"):
-                    metrics[f"robust/{r['perturbation']}_{r['strength']:g}/{k[5:]}_drop"] = v
-    (out / RunDir.EVAL_METRICS).write_text(json.dumps({**metrics, "controls": controls}, indent=1, sort_keys=True))
-    (out / "robustness.json").write_text(json.dumps(rows, indent=1))
-    _write_report(out, metrics, groups, rows, pictures, datamodule.record, controls)
-    return metrics
+    return pictures
 
 
 def reconstruction_controls(m: dict[str, float]) -> dict[str, dict]:

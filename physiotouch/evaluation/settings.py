@@ -14,11 +14,19 @@ from .robustness import DEFAULT_STRENGTHS
 
 @dataclass
 class ProbeConfig:
-    C: float = 1.0
+    C: float = 1.0  # the defaults, used where a fit set cannot be tuned (fewer than two groups) or tune is false
     max_iter: int = 2000
     knn_k: int = 10
     ece_bins: int = 10
     ridge_alpha: float = 1.0
+    # Each probe's C, α or k chosen by inner cross-validation on its fit clips, grouped like the outer folds,
+    # separately for the model and every control (evaluation/tuned.py)
+    tune: bool = True
+    inner_folds: int = 3
+    C_grid: list = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
+    alpha_grid: list = field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])
+    k_grid: list = field(default_factory=lambda: [1, 3, 5, 10, 20, 40])
+    backend: str = "torch"  # torch: the fits of a task batched (probe_fits.py); sklearn: one by one (the oracle)
     sequence_folds: int = 3  # object probe: folds of held-out sequences
     object_folds: int = 5  # attribute probes: folds of held-out objects
     attributes: list = field(default_factory=lambda: ["motion", "peak_depth", "surface"])
