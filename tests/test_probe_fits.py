@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from physiotouch.evaluation.probes import Task, object_folds, run_probes
+from physiotouch.evaluation.probes import object_folds, run_probes
 from physiotouch.evaluation.settings import ProbeConfig
 from physiotouch.evaluation.tuned import fit_tuned, grid, inner_folds
 

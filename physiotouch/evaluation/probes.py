@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import mean_absolute_error, r2_score
+from sklearn.metrics import f1_score, mean_absolute_error, r2_score
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -52,7 +52,10 @@ class Task:
     classes: list | None  # None: regression
     prefix: str = "val/probe_"
     kinds: tuple = ("linear", "knn")
-    groups: np.ndarray | None = None  # per pooled clip: what the outer folds keep apart (the inner folds' unit)
+    # per pooled clip: the inner folds' unit (what the outer folds keep apart: objects for attributes, sequences for
+    # the object probe; LoSO tunes on held-out sequences of its training sensors, as domain generalisation's
+    # "training-domain validation" does: the held-out sensor is never looked at to choose C)
+    groups: np.ndarray | None = None
 
     @property
     def tested(self) -> np.ndarray:
@@ -150,7 +153,7 @@ def build_tasks(p: dict, vocab: dict, labels: dict, cfg: ProbeConfig, root: str 
         held = p["sensor"] == s
         if held.any() and not held.all() and len(np.unique(p["object"][~held])) >= 2:
             tasks.append(Task(f"{sensor}_object", p["object"], [(np.flatnonzero(~held), np.flatnonzero(held))],
-                              vocab["object"], f"{root}/loso_", ("linear",), groups=p["sensor"]))
+                              vocab["object"], f"{root}/loso_", ("linear",), groups=p["folder"]))
     early, late = time_split_mask(p["t"], p["start"], p["end"], cfg)
     if late.any() and len(np.unique(p["object"][early])) >= 2:
         tasks.append(Task("reid_object", p["object"], [(np.flatnonzero(early), np.flatnonzero(late))],
@@ -210,10 +213,22 @@ def _present(per_class: torch.Tensor, y: np.ndarray) -> float:
     return float(per_class[np.unique(y)].mean())
 
 
-def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = "model"
-               ) -> tuple[dict[str, float], dict, dict]:
+def headline_metrics(task: Task, pred: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro F1 (over the classes in the tested labels, as `classification_metrics`), or R² and MAE:
+    the robustness sweep's numbers, without the curves' cost."""
+    y = task.y[task.tested]
+    if task.classes is None:
+        return {"r2": float(r2_score(y, pred)), "mae": float(mean_absolute_error(y, pred))}
+    hard = pred.argmax(1)
+    return {"accuracy": float((hard == y).mean()),
+            "macro_f1": float(f1_score(y, hard, labels=np.unique(y), average="macro", zero_division=0))}
+
+
+def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = "model",
+               fitted_linear: dict | None = None) -> tuple[dict[str, float], dict, dict]:
     """Every task's probes fit and scored on features `x` (pooled clips). -> (flat metrics, curves for plots, the
-    regularisation each fold's probe used: {probe key: {name, per_fold, tuned}})."""
+    regularisation each fold's probe used: {probe key: {name, per_fold, tuned, inner_errors}}). `fitted_linear`,
+    if given, receives each task's fitted linear probe by its key (the robustness sweep tests them again)."""
     metrics, curves, choices = {}, {}, {}
     for task in progress(tasks, len(tasks), f"probes ({label})"):
         if task.classes is not None:
@@ -222,6 +237,8 @@ def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = 
             metrics[task.key("linear", "chance")] = 1.0 / max(1, len(np.unique(tested)))
         for kind in task.kinds:
             fitted = fit_task(task, x, kind, cfg)
+            if kind == "linear" and fitted_linear is not None:
+                fitted_linear[task.key("linear", "")] = fitted
             scores, pred = score_task(task, fitted, x, cfg)
             metrics.update({task.key(kind, k): v for k, v in scores.items()})
             choices[task.key(kind, "")[:-1]] = {"name": grid(kind, task.classes is None, cfg)[0],

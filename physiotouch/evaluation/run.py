@@ -18,7 +18,7 @@ from . import plots
 from .controls import CONTROLS, control_metrics, controls_for
 from .encoder import encode
 from .features import example_outputs
-from .probes import Task, build_tasks, fit_task, pool, probe_splits, run_probes, score_task
+from .probes import Task, build_tasks, headline_metrics, pool, probe_splits, run_probes
 from .robustness import DEFAULT_STRENGTHS, make_perturbation
 from .settings import EvalConfig, ProbeConfig
 
@@ -52,13 +52,11 @@ def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:
     return m, groups
 
 
-def robustness(model, datasets: dict, clean: dict, tasks: list[Task], cfg: EvalConfig, pcfg: ProbeConfig
-               ) -> list[dict]:
-    """Linear probes fit once on the clean features, then tested on each perturbation's features (each (split,
-    perturbation, strength) encoded once; the validation split with its reconstruction errors)."""
+def robustness(model, datasets: dict, clean: dict, tasks: list[Task], cfg: EvalConfig, pcfg: ProbeConfig,
+               fitted: dict) -> list[dict]:
+    """The model's linear probes, fit once on the clean features (`fitted`, by probe key), tested on each
+    perturbation's features (each (split, perturbation, strength) encoded once; validation with its errors)."""
     x_clean = pool(clean)["x"]
-    fitted = {task.key("linear", ""): fit_task(task, x_clean, "linear", pcfg) for task in tasks
-              if "/diagnostic_" not in task.prefix}
     rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, x_clean, tasks, pcfg, fitted)}]
     for kind, strengths in cfg.robustness.get("strengths", DEFAULT_STRENGTHS).items():
         for strength in strengths:
@@ -81,10 +79,9 @@ def _robust_metrics(feats: dict, x: np.ndarray, tasks: list[Task], pcfg: ProbeCo
     out = {"val/recon_objective": float(_objective(feats["val"]).mean())}
     for task in tasks:
         if task.key("linear", "") in fitted and task.prefix.endswith("/probe_"):
-            scores = score_task(task, fitted[task.key("linear", "")], x, pcfg)[0]
-            for metric in ("accuracy", "macro_f1", "r2", "mae"):
-                if metric in scores:
-                    out[task.key("linear", metric)] = scores[metric]
+            probe = fitted[task.key("linear", "")]
+            pred = np.concatenate([probe.predict(f, x[t]) for f, (_, t) in enumerate(task.folds)])
+            out.update({task.key("linear", k): v for k, v in headline_metrics(task, pred).items()})
     return out
 
 
@@ -108,8 +105,9 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     pooled = pool(feats)
     tasks = build_tasks(pooled, vocab, evaluation_labels(datamodule, pooled["folder"]), pcfg)
     (out / "probe_splits.json").write_text(json.dumps(probe_splits(tasks, pooled["folder"]), indent=1))
+    fitted: dict = {}
     with timer.phase("probes model"):
-        metrics, curves, choices = run_probes(tasks, pooled["x"], pcfg)
+        metrics, curves, choices = run_probes(tasks, pooled["x"], pcfg, fitted_linear=fitted)
     loso = [v for k, v in metrics.items() if k.startswith("val/loso_") and k.endswith("_object_accuracy")]
     if loso:
         metrics["val/loso_mean_object_accuracy"] = float(np.mean(loso))
@@ -128,7 +126,7 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     rows = []
     if cfg.robustness.get("enabled", True):
         with timer.phase("robustness"):
-            rows = robustness(model, datasets, feats, tasks, cfg, pcfg)
+            rows = robustness(model, datasets, feats, tasks, cfg, pcfg, fitted)
         for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
                        "val/probe_motion_accuracy", "val/probe_peak_depth_r2"):
             if all(metric in r for r in rows):
