@@ -132,6 +132,11 @@ def release_folder_taken(env: Env) -> list[str]:
     return finalize(env)
 
 
+def not_looked_at(env: Env) -> None:
+    assert not (env.tmp / "datadir" / "test_ledger.json").exists(), "the test split was looked at for nothing"
+    assert not (env.tmp / "release").exists(), "a refused release wrote files"
+
+
 def no_test_look(env: Env) -> None:
     assert not (env.tmp / "datadir" / "test_ledger.json").exists(), "the test split was looked at for nothing"
     assert (env.tmp / "release" / "model.ckpt").read_text() == "an earlier release"
@@ -205,6 +210,14 @@ def other_size_checkpoint(env: Env) -> Path:
 def other_size_in_run(env: Env) -> Path:
     """A checkpoint of another model size, put into this run's checkpoints folder."""
     return other_size_checkpoint(env).replace(env.run / "checkpoints" / "other_size.ckpt")
+
+
+def run_info_without_run_id(env: Env) -> Path:
+    """The run's own last checkpoint, but its run_info.json lost its run_id: ownership cannot be proven."""
+    info = json.loads((env.run / "run_info.json").read_text())
+    info.pop("run_id", None)
+    (env.run / "run_info.json").write_text(json.dumps(info))
+    return env.run / "checkpoints" / "last.ckpt"
 
 
 def foreign_checkpoint(env: Env) -> Path:
@@ -305,6 +318,8 @@ CASES = [
     Case("init-from-other-size", lambda e: train(e, f"init_from={other_size_checkpoint(e)}"), 2, "was trained with"),
     Case("init-from-list", lambda e: train(e, f"init_from={saved(e, [1], 'l.pth')}"), 2, "not a checkpoint"),
     Case("finalize-foreign-checkpoint", lambda e: finalize(e, foreign_checkpoint(e)), 2, "not written by the run"),
+    Case("finalize-run-info-without-run-id", lambda e: finalize(e, run_info_without_run_id(e)), 2, "has no run_id",
+         after=lambda e: not_looked_at(e)),
     Case("finalize-checkpoint-of-other-size", lambda e: finalize(e, other_size_in_run(e)), 2, "model size"),
     # frames and indexes
     Case("check-absurd-end-frame", lambda e: (absurd_end(e), check(e))[-1], 1, "are missing", timeout=60),
@@ -337,6 +352,8 @@ CASES = [
     Case("config-blr-not-a-number", lambda e: train(e, "optim.blr=abc"), 2, "optim.blr"),
     Case("config-negative-epochs", lambda e: train(e, "trainer.max_epochs=-1"), 2, "trainer.max_epochs"),
     Case("config-unknown-data-key", lambda e: train(e, "+data.nonsense=1"), 2, "unknown data key"),
+    Case("config-mask-ratio-leaves-no-patch", lambda e: train(e, "model.mask_ratio=0.99"), 2,
+         "model.mask_ratio=0.99 leaves no visible patch"),
 ]
 
 

@@ -87,6 +87,10 @@ class ModelConfig:
             raise ConfigError(f"model.encoder.image_size {e.image_size} is not a multiple of patch_size {e.patch_size}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ConfigError(f"model.mask_ratio must lie in [0, 1); got {self.mask_ratio}")
+        patches = (e.image_size // e.patch_size) ** 2
+        if int(patches * (1 - self.mask_ratio)) < 1:  # random_masking keeps int(L·(1 − ratio)) tokens
+            raise ConfigError(f"model.mask_ratio={self.mask_ratio} leaves no visible patch of the {patches} "
+                              f"(image {e.image_size}, patch {e.patch_size}); at most {1 - 1 / patches:.4g}")
         if e.init not in ("random", "clip"):
             raise ConfigError(f"model.encoder.init must be 'random' or 'clip'; got '{e.init}'")
         if e.init == "clip" and not e.clip_path:

@@ -75,7 +75,10 @@ def check_own_checkpoint(target: ReleaseSource, ckpt: dict, cfg: dict, run_info:
                            f"with its config and validation numbers")
     stamped = (ckpt.get("physiotouch") or {}).get("run_id")
     expected = run_info.get("run_id")
-    if expected and stamped != expected:
+    if not expected:  # ownership cannot be proven: refuse rather than release a model beside another's numbers
+        raise ReleaseError(f"{target.run / RunDir.RUN_INFO} has no run_id, so '{target.checkpoint}' cannot be shown "
+                           f"to be this run's own checkpoint; finalize a run that physiotouch wrote, unedited")
+    if stamped != expected:
         raise ReleaseError(f"'{target.checkpoint}' was not written by the run in '{target.run.path}' (run id "
                            f"{stamped} vs {expected} in {RunDir.RUN_INFO}): it belongs to another run; finalize that "
                            f"run instead")
