@@ -22,8 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -42,10 +40,11 @@ from physiotouch.run_folder import RunDir
 from physiotouch.utils.plain import to_plain
 
 from . import storage as st
+from .confirm import run_confirmation, write_confirm_command
 from .narrowing import NarrowingRule, fine_search_space
 from .params import describe, grid_space, override_text, search_space
 from .pruning import PRUNED_ATTR
-from .search_report import append_confirmation, write_search_report
+from .search_report import write_search_report
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -136,42 +135,19 @@ class PhysiotouchOptunaSweeper(Sweeper):
                 raise RuntimeError(f"{failed} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
                                    f"{self.max_failure_rate}; see {sweep_dir / 'search_report.md'}")
         summary = write_search_report(study, sweep_dir, self.search)
-        command = self._write_confirm_command(study, sweep_dir, fixed)
+        overrides = write_confirm_command(study, sweep_dir, self._kept_overrides(fixed), self.direction)
         if told and failed == told:  # a search whose every trial failed has found nothing: say so by the exit code
             raise RuntimeError(f"all {told} trials failed; see {sweep_dir / 'search_report.md'}")
-        if self.search.get("confirm") and command is not None:
-            self._confirm(study, sweep_dir, command, summary)
+        if self.search.get("confirm") and overrides is not None:
+            run_confirmation(sweep_dir, overrides, self.search, summary)
 
-    def _write_confirm_command(self, study: optuna.Study, sweep_dir: Path, fixed: dict) -> list[str] | None:
-        """The search's last step, written out: its best configuration run across objects (5 folds x 2 seeds).
-        -> the overrides of that command (after `python -m physiotouch.train -m`)."""
-        done = [t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("penalised")]
-        if not done:
-            return None
-        best = (min if self.direction == "minimize" else max)(done, key=lambda t: t.value)
+    def _kept_overrides(self, fixed: dict) -> dict:
+        """The command line's and the sweep's fixed overrides that the confirmation keeps (not the search's own)."""
         skip = ("hparams_search", "hydra.", "hydra/", "ablation", "search.")
         kept = dict(o.split("=", 1) for o in self.config.hydra.overrides.task if "=" in o and "(" not in o)
         kept.update({k: v for k, v in fixed.items() if k not in kept})
-        kept = {k: v for k, v in kept.items() if not k.lstrip("+~").startswith(skip)}
-        kept.update({k: override_text(v) for k, v in best.params.items()})
-        overrides = ["ablation=confirm", *[f"{k}={v}" for k, v in kept.items()]]
-        command = " ".join(["python -m physiotouch.train -m", *overrides])
-        (sweep_dir / "confirm_command.txt").write_text(command + "\n")
-        log.info("confirm the best configuration across objects: %s", command)
-        return overrides
+        return {k: v for k, v in kept.items() if not k.lstrip("+~").startswith(skip)}
 
-    def _confirm(self, study: optuna.Study, sweep_dir: Path, overrides: list[str], summary: dict) -> None:
-        """search.confirm=true: run confirm_command.txt as the search's last stage (its own multirun under
-        SWEEP/confirm, a fresh process so the search's Hydra state is not reused) and add its result across objects
-        to the search report beside the search's own best."""
-        out = sweep_dir / "confirm"
-        extra = [str(o) for o in self.search.get("confirm_overrides") or []]
-        cmd = [sys.executable, "-m", "physiotouch.train", "-m", *overrides, *extra, f"hydra.sweep.dir={out}"]
-        log.info("confirming the best configuration across objects: %s", " ".join(cmd[1:]))
-        proc = subprocess.run(cmd, cwd=Path.cwd())
-        if proc.returncode != 0:
-            raise RuntimeError(f"the confirmation stage failed (exit {proc.returncode}); its runs are in {out}")
-        append_confirmation(sweep_dir, out, summary, self.search.get("metric") or "val/objective")
 
     def _heartbeat(self) -> float:
         return float(self.search.get("heartbeat_seconds") or DEFAULT_HEARTBEAT)
