@@ -5,7 +5,7 @@ Why our own solver: scikit-learn fits one probe at a time, and a tuned protocol 
 inner cross-validation, for the model and for every control) multiplies its fits by the grid size times the inner
 folds: minutes per evaluation. Here the fits of one (task, feature set) share the features, so they become one
 batched problem. scikit-learn stays the oracle: `tests/test_probe_fits.py` checks that both give the same choices and
-predictions (probabilities within `ORACLE_TOLERANCE`), and `backend=sklearn` runs the same protocol fit by fit.
+predictions (within the tolerances that test states), and `backend=sklearn` runs the same protocol fit by fit.
 
 The protocol, per outer fold (its fit clips, its tested clips):
 - the fit clips' groups (`Task.groups`: the unit the outer folds keep apart, e.g. objects or sequences) are dealt
@@ -29,7 +29,6 @@ import torch
 GTOL = 1e-4  # scikit-learn's LogisticRegression tol: its lbfgs stops at this gradient (max |component|)
 GTOL_INNER = 1e-3  # the inner cross-validation's fits only rank grid values: a tenth of the precision suffices
 FTOL = 64 * float(np.finfo(float).eps)  # and at this relative decrease of the objective (scipy's ftol as it sets it)
-ORACLE_TOLERANCE = 2e-3  # max |probability| (or relative prediction) difference to scikit-learn's fits
 
 
 # --- linear probes ----------------------------------------------------------------------------------------------
