@@ -43,7 +43,7 @@ class EnvironmentProblem(UserError):
 # OS errors that mean "this machine cannot do it here", not a bug: said in one line with the file involved.
 _ENV_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EPERM: "operation not permitted"}
+               errno.EPERM: "operation not permitted", errno.EIO: "input/output error (a failing or full disk)"}
 
 
 def environment_problem(err: OSError) -> EnvironmentProblem | None:

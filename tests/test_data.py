@@ -143,7 +143,7 @@ def test_datamodule_serves_train_and_val_never_test(small_data, tmp_path):
     m2 = dm(small_data, tmp_path)
     m2.setup()
     next(iter(torch.utils.data.DataLoader(m2.datasets["val"], batch_size=2)))
-    with pytest.raises(DataError, match=r"test split's frames(.|\n)*not a decodable image"):
+    with pytest.raises(DataError, match=r"test split's frames(.|\n)*not a decodable"):
         m2.release_test_dataset()
 
 
@@ -169,7 +169,7 @@ def test_check_command_reports_every_problem_with_its_file(small_data):
     assert run.returncode == 1
     out = run.stdout
     for key, text in [("truncated", "truncated or corrupt"), ("empty", "zero-byte"), ("missing", "missing frame"),
-                      ("garbage", "not a decodable image"), ("odd", "unexpected size")]:
+                      ("garbage", "not a decodable"), ("odd", "unexpected size")]:
         assert f"{paths[key]}: {text}" in out, (key, out)
     index = small_data / "index.csv"
     n = len(index.read_text().splitlines())

@@ -171,3 +171,39 @@ def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp
             assert probe["diagnostic"] or not set(fold["fit"]) & set(fold["test"]), name
     assert all(probe["diagnostic"] == ("/diagnostic_" in name) for name, probe in splits.items())
     assert not any("diagnostic" in key for key in controls)  # a diagnostic is not a representation number
+
+
+def test_perturbations_as_matrices_equal_resampling_and_share_draws_across_strengths():
+    """Crops and zooms are applied as matrix products: the same values as resampling each clip (F.interpolate,
+    antialiased) within 1e-6; noise is one draw per clip whatever the strength, the batch or the frames given."""
+    import torch.nn.functional as F
+
+    from physiotouch.evaluation.robustness import _generator
+
+    def resize(x, size):
+        b, t, c, h, w = x.shape
+        return F.interpolate(x.reshape(b * t, c, h, w), size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True).reshape(b, t, c, size, size)
+
+    clips, ids = torch.rand(3, 4, 3, 28, 28), torch.tensor([5, 17, 99])
+    for kind, s in (("center_crop", .7), ("random_crop", .8), ("scale", .8)):
+        side = max(2, round(28 * s))
+        if kind == "scale":
+            pad = 28 - side
+            ref = F.pad(resize(clips, side).reshape(12, 3, side, side),
+                        (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), mode="replicate").reshape(clips.shape)
+        else:
+            crops = []
+            for clip, cid in zip(clips, ids.tolist()):
+                top = left = (28 - side) // 2
+                if kind == "random_crop":
+                    top, left = (int(v) for v in torch.randint(0, 28 - side + 1, (2,), generator=_generator(cid)))
+                crops.append(clip[..., top:top + side, left:left + side])
+            ref = resize(torch.stack(crops), 28)
+        assert (make_perturbation(kind, s)(clips, ids) - ref).abs().max() < 1e-6, kind
+    shared: dict = {}
+    low, high = make_perturbation("noise", .02)(clips, ids, shared), make_perturbation("noise", .1)(clips, ids, shared)
+    assert torch.equal(low, make_perturbation("noise", .02)(clips, ids))
+    assert torch.equal(high, make_perturbation("noise", .1)(clips, ids))
+    noise = make_perturbation("noise", .05)
+    assert torch.equal(noise(clips[:, :3], ids), noise(clips, ids)[:, :3])

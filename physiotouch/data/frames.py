@@ -1,7 +1,10 @@
 """One rule for reading a frame file, shared by `data check`, the decoded cache and direct decoding.
 
 - Only regular files are opened (a FIFO or device named as a frame would block or never end).
-- Images larger than MAX_FRAME_PIXELS are refused before decoding (a decompression bomb, or the wrong file).
+- Only the formats a tactile frame comes in are decoded (PNG, JPEG, BMP, TIFF): whatever a file is named, Pillow's
+  other plugins (EPS through Ghostscript, ...) are never reached.
+- Images whose decoded size (pixels × bytes per pixel of their mode) exceeds MAX_FRAME_BYTES are refused from the
+  header, before decoding (a decompression bomb, or the wrong file).
 - Modes: 8-bit RGB as is; L, P, RGBA, LA, 1, CMYK, YCbCr converted by Pillow; 16-bit grayscale (I;16*, and I
   holding 16-bit values) scaled to 8 bits by value/257 (Pillow's own convert would clip it to white);
   anything else (float F, 32-bit values beyond 16 bits) is refused with the mode named.
@@ -17,7 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+FRAME_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+MAX_FRAME_BYTES = 64 * 2**20  # e.g. 4096 x 4096 RGB (48 MiB): far above any tactile sensor
 MAX_FRAME_PIXELS = 8192 * 8192
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3, "I;16": 2, "I;16B": 2,
+                    "I;16L": 2, "I;16N": 2}  # other modes (RGBA, CMYK, I, F, ...): 4
 _PILLOW_CONVERTS = {"RGB", "L", "P", "RGBA", "LA", "PA", "1", "CMYK", "YCbCr", "RGBX", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -48,10 +55,11 @@ def to_rgb8(img: Image.Image) -> Image.Image:
     if img.mode in _PILLOW_CONVERTS:
         return img.convert("RGB")
     if img.mode in _SIXTEEN_BIT or img.mode == "I":
-        values = np.asarray(img).astype(np.int64)
+        values = np.asarray(img)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise FrameError(f"mode {img.mode} with values outside 0..65535 is not supported; save 8- or 16-bit PNGs")
-        gray = np.round(values / 257.0).astype(np.uint8)  # 65535 -> 255, the full 16-bit range onto 8 bits
+        # round(v / 257) in integers (65535 -> 255, the full 16-bit range onto 8 bits), 4 bytes per pixel at most
+        gray = ((values.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
         return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), "RGB")
     raise FrameError(f"unsupported image mode {img.mode}; save the frames as 8- or 16-bit PNGs")
 
@@ -62,10 +70,12 @@ def open_frame(path: Path) -> tuple[Image.Image, tuple[str, int, int, str]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=FRAME_FORMATS) as img:
                 width, height = img.size
-                if width * height > MAX_FRAME_PIXELS:
-                    raise FrameError(f"image is {width}x{height} pixels, above the limit of {MAX_FRAME_PIXELS} "
+                decoded = width * height * _BYTES_PER_PIXEL.get(img.mode, 4)
+                if width * height > MAX_FRAME_PIXELS or decoded > MAX_FRAME_BYTES:
+                    raise FrameError(f"image is {width}x{height} pixels of mode {img.mode} ({decoded / 2**20:.0f} MiB "
+                                     f"decoded), above the limit of {MAX_FRAME_BYTES // 2**20} MiB "
                                      f"(a decompression bomb or a wrong file)")
                 info = (img.format, width, height, img.mode)
                 img.load()  # forces the full decode: truncated files raise here, not later in a batch
@@ -75,7 +85,7 @@ def open_frame(path: Path) -> tuple[Image.Image, tuple[str, int, int, str]]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise FrameError(f"refused as a decompression bomb ({str(err)[:80]})") from None
     except UnidentifiedImageError:
-        raise FrameError("not a decodable image") from None
+        raise FrameError(f"not a decodable {', '.join(FRAME_FORMATS)} image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise FrameError(f"truncated or corrupt image ({str(err)[:80]})") from None
 

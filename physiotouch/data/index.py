@@ -66,9 +66,16 @@ def parse_labels(folder: str, label_regex: str = DEFAULT_LABEL_REGEX) -> dict[st
             "granularity": groups.get("granularity") or ""}
 
 
+MAX_INDEX_BYTES = 64 * 2**20  # one row per sequence of ~60 bytes: a million sequences fit in 64 MiB
+
+
 def _index_text(path: Path) -> str:
     """The index as text: UTF-8 (with or without BOM) or UTF-16 with a BOM; anything else is refused by name."""
     try:
+        size = path.stat().st_size
+        if size > MAX_INDEX_BYTES:  # checked before reading: a huge (or sparse) file would fill the memory
+            raise DataError(f"index file '{path}' is {size / 2**20:.0f} MiB, above the limit of "
+                            f"{MAX_INDEX_BYTES // 2**20} MiB (about a million rows): is it the right file?")
         raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"index file '{path}' cannot be read ({err.strerror})") from None

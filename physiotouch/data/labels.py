@@ -38,7 +38,10 @@ def read_labels(index: str | Path, folders: list[str]) -> tuple[dict[str, dict],
         text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"'{path}' cannot be read as UTF-8 CSV ({err}); save it as UTF-8") from None
-    rows = list(csv.reader(io.StringIO(text, newline="")))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:  # e.g. a field over csv's limit (128 KiB): no label is that long
+        raise DataError(f"'{path}' is not a readable CSV ({err}); save it as plain UTF-8 CSV") from None
     if not rows or not rows[0] or rows[0][0].strip() != "folder":
         raise DataError(f"'{path}': the first row must be a header starting with 'folder' (e.g. "
                         f"folder,motion,peak_depth)")

@@ -16,7 +16,7 @@ from physiotouch.utils.timing import PhaseTimer
 
 from . import plots
 from .controls import CONTROLS, control_metrics, controls_for
-from .encoder import encode
+from .encoder import encode, encode_each
 from .features import example_outputs
 from .probes import Task, build_tasks, headline_metrics, pool, probe_splits, run_probes
 from .robustness import DEFAULT_STRENGTHS, make_perturbation
@@ -55,18 +55,20 @@ def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:
 def robustness(model, datasets: dict, clean: dict, tasks: list[Task], cfg: EvalConfig, pcfg: ProbeConfig,
                fitted: dict) -> list[dict]:
     """The model's linear probes, fit once on the clean features (`fitted`, by probe key), tested on each
-    perturbation's features (each (split, perturbation, strength) encoded once; validation with its errors)."""
+    perturbation's features (each split read once and encoded under every (perturbation, strength); validation with
+    its errors)."""
     x_clean = pool(clean)["x"]
     rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, x_clean, tasks, pcfg, fitted)}]
-    for kind, strengths in cfg.robustness.get("strengths", DEFAULT_STRENGTHS).items():
-        for strength in strengths:
-            perturb = make_perturbation(kind, float(strength))
-            feats = {s: encode(model, datasets[s], cfg.batch_size, cfg.mask_ratio, errors=s == "val",
-                               perturb=perturb, device=cfg.device, limit=cfg.max_clips, name=s)
-                     for s in ("train", "val")}
-            rows.append({"perturbation": kind, "strength": float(strength),
-                         **_robust_metrics(feats, pool(feats)["x"], tasks, pcfg, fitted)})
-            log.info("robustness %s %.2f: %s", kind, strength, rows[-1])
+    perturbations = [make_perturbation(kind, float(strength))
+                     for kind, strengths in cfg.robustness.get("strengths", DEFAULT_STRENGTHS).items()
+                     for strength in strengths]
+    encoded = {s: encode_each(model, datasets[s], cfg.batch_size, cfg.mask_ratio, perturbations, errors=s == "val",
+                              device=cfg.device, limit=cfg.max_clips, name=s) for s in ("train", "val")}
+    for perturb in perturbations:
+        feats = {s: encoded[s][perturb.label] for s in ("train", "val")}
+        rows.append({"perturbation": perturb.kind, "strength": perturb.strength,
+                     **_robust_metrics(feats, pool(feats)["x"], tasks, pcfg, fitted)})
+        log.info("robustness %s: %s", perturb.label, rows[-1])
     for row in rows[1:]:
         for key, value in list(row.items()):
             if key.startswith("val/"):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from physiotouch.evaluation.test_split import evaluate_test
 from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.paths import REPO_DIR
 from physiotouch.run_folder import RunDir
+from physiotouch.utils import markdown as md
 from physiotouch.utils.files import sha256_file
 from physiotouch.utils.provenance import environment, git_state
 
@@ -88,14 +91,35 @@ def check_own_checkpoint(target: ReleaseSource, ckpt: dict, cfg: dict, run_info:
                            f"trained {model_name(ours)}: it is not this run's checkpoint")
 
 
+TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_tag(tag: str, docs_root: Path) -> None:
+    """A tag that is a plain name (it also names the release folder under releases/), valid for git, new, on a clean
+    tree, with a committer identity: all checked before the test split is looked at."""
+    if not TAG_NAME.match(tag) or ".." in tag or tag.endswith((".lock", ".")):
+        raise ReleaseError(f"--tag {tag!r} is not a plain name: use letters, digits, '.', '_' and '-' (starting with a "
+                           f"letter or digit, no '..'), e.g. --tag v1.0")
+    if subprocess.run(["git", "check-ref-format", f"refs/tags/{tag}"], cwd=docs_root, capture_output=True).returncode:
+        raise ReleaseError(f"--tag {tag!r} is not a valid git tag name (git check-ref-format); choose another")
+    if git_state(docs_root)["dirty"] is not False:  # dirty, or not a git checkout at all
+        raise ReleaseError(f"--tag {tag}: the git tree at {docs_root} has uncommitted changes; commit them first "
+                           f"(the tag must name exactly the code that made the release)")
+    if subprocess.run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}"], cwd=docs_root,
+                      capture_output=True).returncode == 0:
+        raise ReleaseError(f"--tag {tag}: the tag already exists in {docs_root}; choose another name")
+    if subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=docs_root, capture_output=True).returncode:
+        raise ReleaseError(f"--tag {tag}: git has no committer identity at {docs_root}; set user.name and user.email "
+                           f"first (the release commit needs them)")
+
+
 def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
              docs_root: Path = REPO_DIR, batch_size: int = 64, log=print, replicates: list[Path] | None = None
              ) -> Path:
     register_with_hydra()
+    if tag is not None:  # every precondition of the tag before anything is read or looked at
+        check_tag(tag, docs_root)
     target = resolve_target(path)
-    if tag and git_state(docs_root)["dirty"] is not False:  # dirty, or not a git checkout at all
-        raise ReleaseError(f"--tag {tag}: the git tree at {docs_root} has uncommitted changes; commit them first "
-                           f"(the tag must name exactly the code that made the release)")
     cfg, splits, run_info = target.run.config(), target.run.splits(), target.run.run_info()
     model, ckpt = load_model(target.checkpoint)
     check_own_checkpoint(target, ckpt, cfg, run_info)
@@ -179,16 +203,26 @@ def _write_release(out: Path, target: ReleaseSource, model, cfg: dict, splits: d
                "test": metrics, "test_evaluations_before": previous, "forced": entry["forced"],
                "reused_tested_groups": entry.get("reused_tested_groups", []), "replicates": behind}
     (out / "release.json").write_text(json.dumps(release, indent=2, default=str))
-    overrides = " ".join(run_info.get("overrides", []))
-    commit = (run_info.get("git") or {}).get("commit") or "<commit>"
-    (out / "REPRODUCE.md").write_text(
-        f"# Reproduce release {name}\n\n```bash\ngit checkout {commit}\nbash scripts/setup.sh\n"
-        f"# train (the run's own overrides; the data version must be {splits['data_version']})\n"
-        f".venv/bin/python -m physiotouch.train {overrides}\n"
-        f"# evaluate on validation\n.venv/bin/python -m physiotouch.evaluate ckpt_path=RUN/checkpoints/"
-        f"{target.checkpoint.name}\n"
-        f"# the test set was evaluated once for this release; a second look needs --force (and is recorded)\n"
-        f".venv/bin/python -m physiotouch.finalize RUN --force\n```\n\nOriginal command: `{run_info.get('command')}`\n"
-        f"Environment: requirements-freeze.txt, environment.json. Data split: splits.json.\n")
+    (out / "REPRODUCE.md").write_text(reproduce_text(name, run_info, splits, target.checkpoint.name))
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
     (out / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(out)}\n" for p in files))
+
+
+def reproduce_text(name: str, run_info: dict, splits: dict, checkpoint: str) -> str:
+    """REPRODUCE.md: commands rebuilt by the package, never pasted from a file. Every value read from the run folder
+    is a single shell word (`shlex.quote`) or a checked commit id, so a hostile override or file name stays inert."""
+    overrides = run_info.get("overrides") or []
+    if not isinstance(overrides, list):
+        overrides = []
+    words = " ".join(shlex.quote(str(o)) for o in overrides)
+    commit = md.commit((run_info.get("git") or {}).get("commit") if isinstance(run_info.get("git"), dict) else None)
+    return (f"# Reproduce release {md.inert(name)}\n\n```bash\n"
+            f"git checkout {commit if commit != 'unknown' else '<commit>'}\nbash scripts/setup.sh\n"
+            f"# train (the run's own overrides; the data version must be {md.inert(splits.get('data_version'))})\n"
+            f".venv/bin/python -m physiotouch.train {words}\n"
+            f"# evaluate on validation\n.venv/bin/python -m physiotouch.evaluate "
+            f"{shlex.quote('ckpt_path=RUN/checkpoints/' + checkpoint)}\n"
+            f"# the test set was evaluated once for this release; a second look needs --force (and is recorded)\n"
+            f".venv/bin/python -m physiotouch.finalize RUN --force\n```\n\n"
+            f"Original command (as recorded, not to be run): {md.inert(run_info.get('command'))}\n"
+            f"Environment: requirements-freeze.txt, environment.json. Data split: splits.json.\n")
