@@ -9,8 +9,7 @@ Exit codes (the same for every `python -m physiotouch.*` command; README "Exit c
 | 2 | bad input: a config value or key, data, index, checkpoint, run folder or release request (the line names it) |
 | 3 | the machine: output not writable, disk full, a run folder held by another live process |
 | 4 | training stopped on a non-finite loss (the line names the last good checkpoint) |
-
-Anything else is a bug in physiotouch and keeps its traceback.
+| 70 | a bug in physiotouch: its traceback is shown (never 1, which `data check` keeps for "problems found") |
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Callable
 
-OK, FOUND_PROBLEMS, BAD_INPUT, ENVIRONMENT, DIVERGED = 0, 1, 2, 3, 4
+OK, FOUND_PROBLEMS, BAD_INPUT, ENVIRONMENT, DIVERGED, BUG = 0, 1, 2, 3, 4, 70
 
 
 class UserError(RuntimeError):
@@ -82,7 +82,8 @@ def user_errors(log: logging.Logger | None = None, sweep_failure: Callable[[str]
     except Exception as err:  # noqa: BLE001 - sorted by as_user_error; bugs are re-raised untouched
         known = as_user_error(err)
         if known is None and sweep_failure is None:
-            raise
+            traceback.print_exc()  # a bug: its traceback, and an exit code no user error has
+            sys.exit(BUG)
         if log is not None:
             if known is not None:
                 log.error("%s: %s", type(known).__name__, known)

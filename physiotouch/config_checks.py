@@ -7,13 +7,16 @@ table to try a bad value for every row.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from physiotouch.cli import ConfigError
 from physiotouch.utils.plain import to_plain
+
+log = logging.getLogger(__name__)
 
 _MISSING = object()
 
@@ -80,7 +83,12 @@ def validate_train_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not valid: it must be {must} (set it with {key}=VALUE)")
     epochs, warmup = _value(cfg, "trainer.max_epochs"), _value(cfg, "optim.warmup_epochs")
     if warmup is not _MISSING and epochs is not _MISSING and warmup > epochs:
-        raise ConfigError(f"optim.warmup_epochs={warmup} is longer than trainer.max_epochs={epochs}: the learning "
-                          f"rate would never reach its peak; lower optim.warmup_epochs")
+        # A smoke run (trainer.max_epochs=1) with the default warm-up must work: shorten it to half the run (the
+        # peak in the middle, then the decay), say so, and record it (the run's config shows the value used).
+        shorter = epochs / 2
+        log.warning("optim.warmup_epochs=%s is longer than trainer.max_epochs=%s: warming up for %s epochs instead",
+                    warmup, epochs, shorter)
+        with open_dict(cfg):
+            cfg.optim.warmup_epochs = shorter
     if _value(cfg, "loss.alpha") is not _MISSING and _value(cfg, "loss.alpha") + _value(cfg, "loss.beta") <= 0:
         raise ConfigError("loss.alpha + loss.beta must be > 0")

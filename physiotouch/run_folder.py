@@ -62,6 +62,8 @@ def read_yaml(path: Path, expect: type = dict):
         data = yaml.load(read_text(path), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise RunFolderError(f"'{path}' is not valid YAML for a run file ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise RunFolderError(f"'{path}' is nested too deeply to be a run file") from None
     if not isinstance(data, expect):
         raise RunFolderError(f"'{path}' does not hold a {expect.__name__}")
     return data
@@ -74,6 +76,8 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise RunFolderError(f"'{path}' is not valid JSON ({err}); the run was cut off while writing it") from None
+    except RecursionError:
+        raise RunFolderError(f"'{path}' is nested too deeply to be a run file") from None
 
 
 @dataclass(frozen=True)

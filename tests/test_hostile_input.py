@@ -338,6 +338,34 @@ def huge_label_field(env: Env) -> None:
     (env.data / "labels.csv").write_text(f"folder,motion\n{folder},{'x' * 200_000}\n")
 
 
+# --- round two (issue 21): one line and the right exit code ------------------------------------------------------
+def frame_symlink_loop(env: Env) -> None:
+    frame = first_frame(env)
+    frame.unlink()
+    os.symlink(frame.name, frame)  # a link to itself
+
+
+def deeply_nested_run_file(env: Env, name: str) -> None:
+    (env.run / name).write_text("[" * 200_000 + "]" * 200_000)  # JSON, and YAML too
+
+
+def search(env: Env, *extra: str) -> list[str]:
+    out = env.tmp / "sweep"
+    overrides = [o for o in train(env)[1:] if not o.startswith("hydra.run.dir")]
+    return ["physiotouch.train", "-m", "hparams_search=coarse", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={out}",
+            *overrides, *extra]
+
+
+def garbage_storage(env: Env, name: str, content: bytes) -> str:
+    (env.tmp / name).write_bytes(content)
+    scheme = "journal" if name.endswith(".journal") else "sqlite"
+    return f"hydra.sweeper.storage='{scheme}:///{env.tmp / name}'"
+
+
+def no_trial_ran(env: Env) -> None:
+    assert not list((env.tmp / "sweep").glob("*/run_info.json")), "a trial ran before the search was refused"
+
+
 def check(env: Env) -> list[str]:
     return ["physiotouch.data", "check", "--root", str(env.data), "--index", str(env.data / "index.csv")]
 
@@ -472,6 +500,23 @@ CASES = [
     Case("check-eps-named-png", lambda e: (eps_named_png(e), check(e))[-1], 1, "not a decodable PNG, JPEG", timeout=60),
     Case("check-labels-field-over-128k", lambda e: (huge_label_field(e), check(e))[-1], 2, "is not a readable CSV",
          timeout=60),
+    Case("check-frame-symlink-loop", lambda e: (frame_symlink_loop(e), check(e))[-1], 1, "symlink loop",
+         timeout=60),
+    Case("train-frame-symlink-loop", lambda e: (frame_symlink_loop(e), train(e))[-1], 2, "symlink loop"),
+    Case("evaluate-splits-nested-200000-deep",
+         lambda e: (lambda cmd: (deeply_nested_run_file(e, "splits.json"), cmd)[-1])(evaluate(e)), 2,
+         "nested too deeply", timeout=120),
+    Case("report-run-info-nested-200000-deep",
+         lambda e: (deeply_nested_run_file(e, "config_resolved.yaml"),
+                    ["physiotouch.report", str(e.run), "--out", str(e.tmp / "rep")])[-1], 2, "nested too deeply",
+         timeout=120),
+    Case("search-corrupt-journal", lambda e: search(e, garbage_storage(e, "s.journal", b"garbage\n{")), 2,
+         "is not an Optuna journal file", after=no_trial_ran),
+    Case("search-garbage-sqlite", lambda e: search(e, garbage_storage(e, "s.db", bytes(range(256)) * 20)), 2,
+         "cannot be opened", after=no_trial_ran),
+    Case("search-pruner-value-not-group", lambda e: search(e, "hydra.sweeper.pruner=median"), 2,
+         "choose the config group with hydra/sweeper/pruner=median", after=no_trial_ran),
+    Case("smoke-run-with-the-default-warm-up", lambda e: train(e, "optim.warmup_epochs=2"), 0, ""),
 ]
 
 
@@ -547,11 +592,21 @@ def test_every_config_rule_names_its_key(key, tmp_path):
 
 @pytest.mark.parametrize("override", ["optim.accum_iter=0", "validation.mask_ratio=1.0", "optim.warmup_epochs=-1",
                                       "optim.weight_decay=-1", "data.batch_size=-4", "optim.blr=nan",
-                                      "optim.warmup_epochs=30", "optim.lr=inf", "seed=1.5"])
+                                      "optim.lr=inf", "seed=1.5"])
 def test_meaningless_values_are_refused(override, tmp_path):
     cfg = compose_config(train_overrides(tmp_path, tmp_path) + [override])
     with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         validate_train_config(cfg)
+
+
+def test_a_smoke_run_shortens_the_warm_up_and_records_it(tmp_path):
+    """trainer.max_epochs=1 with the default warm-up (2 epochs): warned and shortened to half the run, in the config
+    the run records, instead of refused."""
+    cfg = compose_config([o for o in train_overrides(tmp_path, tmp_path) if not o.startswith("optim.warmup_epochs")]
+                         + ["trainer.max_epochs=1"])
+    assert cfg.optim.warmup_epochs == 2
+    validate_train_config(cfg)
+    assert cfg.optim.warmup_epochs == 0.5
 
 
 def test_the_composed_defaults_pass(tmp_path):

@@ -80,7 +80,10 @@ def outside_root(root: Path, sequences: list[Sequence], index: str) -> list[Inde
 
     hint = "; fix the row, or set data.allow_outside_root=true if that is intended"
     for seq in sequences:
-        target = (root / seq.folder).resolve()
+        target = _resolved(root / seq.folder)
+        if target is None:
+            problems.append(IndexProblem(index, seq.line, f"folder {seq.folder!r} is a symlink loop; fix the link"))
+            continue
         if not inside(target):
             problems.append(IndexProblem(index, seq.line, f"folder {seq.folder!r} resolves to '{target}', outside "
                                                           f"the data root '{real_root}'{hint}"))
@@ -91,11 +94,23 @@ def outside_root(root: Path, sequences: list[Sequence], index: str) -> list[Inde
         except OSError:
             continue  # a missing or unreadable folder is reported by the frame checks
         for link in links:
-            if not inside(link.resolve()):
-                problems.append(IndexProblem(index, seq.line, f"frame '{link}' links to '{link.resolve()}', outside "
+            real = _resolved(link)
+            if real is None:
+                problems.append(IndexProblem(index, seq.line, f"frame '{link}' is a symlink loop; fix the link"))
+                break
+            if not inside(real):
+                problems.append(IndexProblem(index, seq.line, f"frame '{link}' links to '{real}', outside "
                                                               f"the data root '{real_root}'{hint}"))
                 break
     return problems
+
+
+def _resolved(path: Path) -> Path | None:
+    """The path with every link followed; None for a symlink loop (which Path.resolve raises as RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return None
 
 
 def quick_check(root: Path, sequences: list[Sequence], index: str) -> list[IndexProblem]:

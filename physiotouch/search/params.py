@@ -119,3 +119,18 @@ def grid_values(name: str, dist: BaseDistribution, points: int) -> list:
 def grid_space(space: dict[str, BaseDistribution], points: int) -> dict[str, list]:
     """The search space as GridSampler's {name: values}."""
     return {name: grid_values(name, dist, points) for name, dist in space.items()}
+
+
+def check_groups(pruner, sampler) -> None:
+    """The sweeper's pruner and sampler are Optuna objects (or the grid sampler's partial), checked before any trial:
+    `hydra.sweeper.pruner=median` sets a value where the config group `hydra/sweeper/pruner=median` was meant."""
+    import optuna
+
+    for group, value, kind in (("pruner", pruner, optuna.pruners.BasePruner),
+                               ("sampler", sampler, optuna.samplers.BaseSampler)):
+        if isinstance(value, (str, int, float)):
+            raise ConfigError(f"hydra.sweeper.{group}={value} sets a value, not a {group}: choose the config group "
+                              f"with hydra/sweeper/{group}={value}")
+        if not isinstance(value, kind) and not callable(value):
+            raise ConfigError(f"hydra.sweeper.{group} is not an Optuna {group}; choose one with "
+                              f"hydra/sweeper/{group}=NAME")

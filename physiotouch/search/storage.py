@@ -65,7 +65,11 @@ def open_storage(url: str) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("journal://"):
         # The open() lock works on NFS, where the default symlink lock may not.
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        try:
+            return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSONDecodeError and UnicodeDecodeError too
+            raise ConfigError(f"hydra.sweeper.storage '{_redact(url)}': '{path}' is not an Optuna journal file "
+                              f"({type(err).__name__}: {str(err)[:120]}); move it away or name another file") from None
     url = _with_driver(url)
     try:
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)

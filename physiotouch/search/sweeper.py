@@ -35,14 +35,14 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from physiotouch.cli import ConfigError
+from physiotouch.cli import ConfigError, UserError, user_errors
 from physiotouch.run_folder import RunDir
 from physiotouch.utils.plain import to_plain
 
 from . import storage as st
 from .confirm import run_confirmation, write_confirm_command
 from .narrowing import NarrowingRule, fine_search_space
-from .params import describe, grid_space, override_text, search_space
+from .params import check_groups, describe, grid_space, override_text, search_space
 from .pruning import PRUNED_ATTR
 from .search_report import write_search_report
 
@@ -100,6 +100,11 @@ class PhysiotouchOptunaSweeper(Sweeper):
 
     # ------------------------------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> None:
+        with user_errors():  # a bad storage, search space or option: one line and exit 2 (Hydra's own wrapper: 1)
+            self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> None:
+        check_groups(self.pruner, self.sampler)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         with st.claim_lock(self.url, self.study_name):
@@ -137,7 +142,7 @@ class PhysiotouchOptunaSweeper(Sweeper):
         summary = write_search_report(study, sweep_dir, self.search)
         overrides = write_confirm_command(study, sweep_dir, self._kept_overrides(fixed), self.direction)
         if told and failed == told:  # a search whose every trial failed has found nothing: say so by the exit code
-            raise RuntimeError(f"all {told} trials failed; see {sweep_dir / 'search_report.md'}")
+            raise UserError(f"all {told} trials failed; see {sweep_dir / 'search_report.md'} for each one's reason")
         if self.search.get("confirm") and overrides is not None:
             run_confirmation(sweep_dir, overrides, self.search, summary)
 
