@@ -366,6 +366,10 @@ def no_trial_ran(env: Env) -> None:
     assert not list((env.tmp / "sweep").glob("*/run_info.json")), "a trial ran before the search was refused"
 
 
+def no_checkpoint(env: Env) -> None:
+    assert not list((env.tmp / "out").glob("checkpoints/*.ckpt")), "a refused config still trained"
+
+
 def check(env: Env) -> list[str]:
     return ["physiotouch.data", "check", "--root", str(env.data), "--index", str(env.data / "index.csv")]
 
@@ -517,6 +521,12 @@ CASES = [
     Case("search-pruner-value-not-group", lambda e: search(e, "hydra.sweeper.pruner=median"), 2,
          "choose the config group with hydra/sweeper/pruner=median", after=no_trial_ran),
     Case("smoke-run-with-the-default-warm-up", lambda e: train(e, "optim.warmup_epochs=2"), 0, ""),
+    Case("config-unknown-loss-key", lambda e: train(e, "+loss.alpah=0.3"), 2,
+         "unknown key loss.alpah (did you mean loss.alpha?)"),
+    Case("config-unknown-optim-key", lambda e: train(e, "+optim.lr_min=0.1"), 2, "unknown key optim.lr_min"),
+    Case("config-ema-decay-not-a-number", lambda e: train(e, "loss=auto_balanced", "loss.ema_decay=abc"), 2,
+         "loss.ema_decay='abc' is not valid: it must be of type float", after=lambda e: no_checkpoint(e)),
+    Case("config-precision-bogus", lambda e: train(e, "trainer.precision=bogus"), 2, "trainer.precision='bogus'"),
 ]
 
 
