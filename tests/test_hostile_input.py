@@ -527,6 +527,12 @@ CASES = [
     Case("config-ema-decay-not-a-number", lambda e: train(e, "loss=auto_balanced", "loss.ema_decay=abc"), 2,
          "loss.ema_decay='abc' is not valid: it must be of type float", after=lambda e: no_checkpoint(e)),
     Case("config-precision-bogus", lambda e: train(e, "trainer.precision=bogus"), 2, "trainer.precision='bogus'"),
+    Case("train-lock-file-holds-a-list", lambda e: ((e.tmp / "out").mkdir(), (e.tmp / "out" / ".run.lock")
+                                                    .write_text("[1, 2]"), train(e))[-1], 0, ""),
+    Case("train-clip-folder-broken-config",
+         lambda e: ((e.tmp / "clip").mkdir(), (e.tmp / "clip" / "config.json").write_text('{"vision_config": {'),
+                    train(e, "model.encoder.init=clip", f"model.encoder.clip_path={e.tmp / 'clip'}"))[-1], 2,
+         "is not a readable CLIP config.json"),
 ]
 
 
@@ -739,6 +745,30 @@ def test_report_names_skipped_runs_and_goes_on(trained_run, tmp_path):
     assert len(result["table"]) == 2 and len(result["skipped"]) == 2
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "half: unfinished" in md and "cut:" in md and "not valid JSON" in md
+
+
+def test_one_odd_run_in_a_sweep_is_skipped_with_its_reason(trained_run, tmp_path):
+    """Files no physiotouch run writes (a list for a mapping, a string for a number, an odd split, deep nesting) skip
+    that run with its reason; the report goes on with the others, from the command line too."""
+    odd = {"summary-list": ("summary.json", "[1, 2]"), "info-list": ("run_info.json", "[]"),
+           "history-string": ("history.json", None), "odd-splits": ("splits.json", '{"groups": [1], "split": 3}'),
+           "deep": ("summary.json", "[" * 100_000 + "]" * 100_000)}
+    for name in ("good", *odd):
+        shutil.copytree(trained_run, tmp_path / "runs" / name)
+    for name, (fname, text) in odd.items():
+        path = tmp_path / "runs" / name / fname
+        if text is None:
+            rows = json.loads(path.read_text())
+            rows[-1]["val/objective"] = "low"
+            text = json.dumps(rows)
+        path.write_text(text)
+    res = subprocess.run([sys.executable, "-m", "physiotouch.report", str(tmp_path / "runs"), "--out",
+                          str(tmp_path / "rep")], capture_output=True, text=True)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for name in odd:
+        assert f"{name}:" in md, name
+    assert "holds a list, not a mapping" in md and "'low', not a number" in md and "nested too deeply" in md
 
 
 def test_relaunched_search_runs_queued_retries_even_after_n_trials(tmp_path):

@@ -82,11 +82,35 @@ def load_run(path: Path) -> Run:
     """A finished run's files (RunDir's readers), every value as the run resolved it (`config_resolved.yaml`)."""
     run = RunDir(path)
     try:
-        return Run(path=path, config=run.config(), overrides=run.overrides(), run_info=run.run_info(),
-                   splits=run.splits(), history=run.history(), summary=run.summary(), health=run.health(),
-                   eval_metrics=run.eval_metrics())
+        loaded = Run(path=path, config=run.config(), overrides=run.overrides(), run_info=run.run_info(),
+                     splits=run.splits(), history=run.history(), summary=run.summary(), health=run.health(),
+                     eval_metrics=run.eval_metrics())
     except RunFolderError as err:
         raise RunError(str(err)) from None
+    problem = _shape_problem(loaded)
+    if problem:
+        raise RunError(problem)
+    return loaded
+
+
+def _shape_problem(run: Run) -> str | None:
+    """What a run folder's file holds that no physiotouch run writes (a list for a mapping, a string for a number)."""
+    for name, value in ((RunDir.CONFIG, run.config), (RunDir.RUN_INFO, run.run_info), (RunDir.SPLITS, run.splits),
+                        (RunDir.SUMMARY, run.summary), (RunDir.EVAL_METRICS, run.eval_metrics)):
+        if value is not None and not isinstance(value, dict):
+            return f"{name} holds a {type(value).__name__}, not a mapping"
+    if run.health is not None and not isinstance(run.health, dict):
+        return f"health.json holds a {type(run.health).__name__}, not a mapping"
+    if not isinstance(run.history, list) or not all(isinstance(row, dict) for row in run.history):
+        return f"{RunDir.HISTORY} is not a list of epoch rows"
+    for row in run.history:
+        for key, value in row.items():
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                return f"{RunDir.HISTORY}: epoch {row.get('epoch')!r} has {key}={value!r}, not a number"
+    split = run.splits.get("split")
+    if not isinstance(run.splits.get("groups", {}), dict) or (split is not None and not isinstance(split, dict)):
+        return f"{RunDir.SPLITS} does not hold a split and its groups"
+    return None
 
 
 def find_runs(folders: list[Path]) -> tuple[list[Run], list[str]]:

@@ -30,8 +30,14 @@ def read_clip_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     config_file = root / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"CLIP directory '{root}' has no config.json")
-    config = json.loads(config_file.read_text())
-    vision = config.get("vision_config", config)
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"'{config_file}' is not a readable CLIP config.json ({type(err).__name__}: "
+                              f"{str(err)[:100]}); save the folder again with save_pretrained") from None
+    vision = config.get("vision_config", config) if isinstance(config, dict) else None
+    if not isinstance(vision, dict):
+        raise CheckpointError(f"'{config_file}' does not hold a CLIP vision config (a mapping with vision_config)")
     if (root / "model.safetensors").is_file():
         state = load_safetensors(root / "model.safetensors")
     elif (root / "pytorch_model.bin").is_file():

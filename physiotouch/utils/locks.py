@@ -88,8 +88,10 @@ class FolderLock:
 
 
 def _read(fd: int) -> dict:
+    """The holder the lock file names; {} for an empty, garbled or foreign file (a list, a number, deep nesting)."""
     try:
         raw = os.pread(fd, 4096, 0)
-        return json.loads(raw) if raw.strip() else {}
-    except (OSError, ValueError):
+        info = json.loads(raw) if raw.strip() else {}
+    except (OSError, ValueError, RecursionError):
         return {}
+    return info if isinstance(info, dict) else {}
