@@ -533,6 +533,8 @@ CASES = [
          lambda e: ((e.tmp / "clip").mkdir(), (e.tmp / "clip" / "config.json").write_text('{"vision_config": {'),
                     train(e, "model.encoder.init=clip", f"model.encoder.clip_path={e.tmp / 'clip'}"))[-1], 2,
          "is not a readable CLIP config.json"),
+    Case("train-batch-larger-than-the-split", lambda e: train(e, "data.batch_size=4096"), 2,
+         "data.batch_size=4096 is larger than the train split's"),
 ]
 
 
@@ -676,6 +678,27 @@ def test_changed_frame_or_other_root_gives_another_cache_and_keeps_the_others(sm
     assert changed.datasets["train"].cache.path != first.datasets["train"].cache.path  # rebuilt
     # the copy's caches survive the original root's stale-cache sweep
     assert other.datasets["train"].cache.path.is_file()
+
+
+def test_same_size_content_with_its_mtime_restored_or_new_labels_is_another_data_version(small_data):
+    """`cp -p` / `rsync -t` put the old mtime on new content of the same size; labels.csv is data too."""
+    from physiotouch.data.index import read_index
+    from physiotouch.data.splits import data_version
+
+    index = small_data / "index.csv"
+    seqs, _ = read_index(index)
+    before = data_version(small_data, index, seqs)
+    frame = next((small_data / seqs[0].folder).glob("*.png"))
+    st = frame.stat()
+    time.sleep(0.01)
+    frame.write_bytes(bytes(reversed(frame.read_bytes())))  # other content, the same size
+    os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert frame.stat().st_size == st.st_size and frame.stat().st_mtime_ns == st.st_mtime_ns
+    after = data_version(small_data, index, seqs)
+    assert after != before
+    labels = small_data / "labels.csv"
+    labels.write_text(labels.read_text().replace("press", "slide", 1))
+    assert data_version(small_data, index, seqs) != after
 
 
 def test_a_dead_holders_lock_is_taken_over_and_a_live_one_refuses(tmp_path):

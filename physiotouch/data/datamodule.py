@@ -185,6 +185,9 @@ class TactileDataModule(L.LightningDataModule):
         ds = self.datasets[name]
         if len(ds) == 0:
             raise DataError(f"the {name} split has no windows; check data.split fractions and the data")
+        if name == "train" and len(ds) < batch_size:  # a cut batch would train at a rate scaled for the full one
+            raise DataError(f"data.batch_size={batch_size} is larger than the train split's {len(ds)} windows: the "
+                            f"learning rate is scaled for {batch_size}; set data.batch_size={len(ds)} or less")
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         # A seeded sampler (Lightning calls set_epoch): the order of epoch e depends only on (seed, e), so a run
         # resumed from last.ckpt sees the same batches as an uninterrupted one.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .index import DataError, Sequence
+from .labels import labels_path
 
 SPLITS = ("train", "val", "test")
 
@@ -82,27 +83,31 @@ def split_sequences(sequences: list[Sequence], cfg: SplitConfig) -> dict[str, li
 
 
 def data_version(root: str | Path, index: str | Path, sequences: list[Sequence]) -> str:
-    """Hash over the data root, the index file's bytes and the frame files (name, size and modification time) of
-    every sequence folder: a frame replaced by other bytes, or the same names under another root, is another
-    version (and gets another cache).
+    """Hash over the data root, the bytes of the index and of labels.csv beside it, and the frame files (name, size,
+    modification time, and inode change time) of every sequence folder: a frame replaced by other bytes, or the same
+    names under another root, is another version (and gets another cache).
 
     Only directory entries are read (os.scandir + stat), never a frame's content, so computing the version opens
-    no test frame. An unlistable folder enters the hash as such.
+    no test frame. The change time (ctime) is what makes that enough: `cp -p` or `rsync -t` can put the old mtime
+    back on new content, but nothing but the kernel sets ctime, and any write moves it. An unlistable folder
+    enters the hash as such.
     """
     root = Path(root)
     h = hashlib.sha256(f"root={root.resolve()}\n".encode())
     h.update(Path(index).read_bytes())
+    labels = labels_path(index)  # the evaluation's attribute labels are data too
+    h.update(b"\n[labels.csv]" + (labels.read_bytes() if labels.is_file() else b"<none>"))
     for folder in sorted({s.folder for s in sequences}):
         h.update(f"\n[{folder}]".encode())
         try:
             with os.scandir(root / folder) as it:
-                entries = sorted((e.name, st.st_size, st.st_mtime_ns) for e in it
+                entries = sorted((e.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for e in it
                                  if e.name.endswith(".png") and (st := e.stat()))
         except OSError:
             h.update(b"<unlistable>")
             continue
-        for name, size, mtime in entries:
-            h.update(f"{name}:{size}:{mtime};".encode())
+        for name, size, mtime, ctime in entries:
+            h.update(f"{name}:{size}:{mtime}:{ctime};".encode())
     return h.hexdigest()[:16]
 
 
