@@ -91,5 +91,5 @@ def user_errors(log: logging.Logger | None = None, sweep_failure: Callable[[str]
                 log.exception("job failed")
         if sweep_failure is None:
             sys.exit(report(known))
-        print(f"error: {known or err}", file=sys.stderr, flush=True)
+        print(f"job failed: {known or err}", file=sys.stderr, flush=True)  # the sweep goes on; its end says "error:"
         sweep_failure(f"{type(err).__name__}: {known or err}")

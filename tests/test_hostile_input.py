@@ -353,7 +353,7 @@ def search(env: Env, *extra: str) -> list[str]:
     out = env.tmp / "sweep"
     overrides = [o for o in train(env)[1:] if not o.startswith("hydra.run.dir")]
     return ["physiotouch.train", "-m", "hparams_search=coarse", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={out}",
-            *overrides, *extra]
+            f"paths.log_dir={env.tmp}", *overrides, *extra]  # log_dir: the coarse preset's study lives under it
 
 
 def garbage_storage(env: Env, name: str, content: bytes) -> str:
@@ -436,7 +436,8 @@ CASES = [
     # S3: bounded allocation from reference files
     Case("legacy-stride-zero", lambda e: ["physiotouch.legacy", "info", str(stride_zero_pth(e))], 2, "claims",
          timeout=60),
-    Case("legacy-many-layers", lambda e: ["physiotouch.legacy", "info", str(many_layers_pth(e))], 2, "parameters",
+    Case("legacy-many-layers", lambda e: ["physiotouch.legacy", "info", str(many_layers_pth(e))], 2,
+         "num_hidden_layers=5000 must be an integer in [1, 256]",
          timeout=120),
     # checkpoints of the wrong kind, or of another model size
     Case("resume-from-list", lambda e: train(e, f"ckpt_path={saved(e, [1, 2], 'list.ckpt')}"), 2,
@@ -535,6 +536,7 @@ CASES = [
          "is not a readable CLIP config.json"),
     Case("train-batch-larger-than-the-split", lambda e: train(e, "data.batch_size=4096"), 2,
          "data.batch_size=4096 is larger than the train split's"),
+    Case("search-every-trial-failed", lambda e: search(e, "data.batch_size=4096"), 2, "all 1 trials failed"),
 ]
 
 

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from physiotouch.utils.figures import save_figure  # noqa: E402
+from physiotouch.utils.markdown import inert  # noqa: E402
 from physiotouch.utils.markdown import table as md_table  # noqa: E402
 
 from .per_object import per_object_section, per_object_values  # noqa: E402
@@ -116,16 +117,18 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
              _metric_bars(per_config, stats_rows, main, out), _weights_overview(runs, notes, out)]
     md = _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_mode, secondary, extra,
                    best_run, best_summary, plots)
-    notices = [f"**Mixed settings (--allow-mixed): these runs' numbers are not comparable.** {m}" for m in mixed]
+    # Text from run folders (paths, reasons, commits) is made inert: no line, heading or HTML of its own.
+    notices = [f"**Mixed settings (--allow-mixed): these runs' numbers are not comparable.** {inert(m)}" for m in mixed]
     if len(code) > 1:
         notices.append("**Warning: the runs were made with different code:** " + "; ".join(
-            f"`{c[:12]}{'+dirty' if c.endswith('+dirty') else ''}` ({len(p)} runs)" for c, p in code.items()))
+            f"`{inert(c[:12])}{'+dirty' if c.endswith('+dirty') else ''}` ({len(p)} runs)" for c, p in code.items()))
     if pruned:
         notices.append(f"**{len(pruned)} pruned by the search** (stopped early by the pruner, left out of the "
-                       "comparison): " + ", ".join(f"`{r.path.name}` after epoch {r.summary['pruned_at_epoch']}"
+                       "comparison): " + ", ".join(f"`{inert(r.path.name)}` after epoch "
+                                                  f"{inert(r.summary['pruned_at_epoch'])}"
                                                   for r in pruned))
     if skipped:
-        notices.append("**Skipped run folders:**\n" + "".join(f"- {s}\n" for s in skipped))
+        notices.append("**Skipped run folders:**\n" + "".join(f"- {inert(s)}\n" for s in skipped))
     md += "\n".join(["", *per_object_section(per_object_values(runs, notes), out)])
     if notices:
         head, rest = md.split("\n", 1)
