@@ -2,7 +2,7 @@
 defaults), composing outside a Hydra app (tests), the command line's overrides, the config tree print.
 
 One source per default: each settings dataclass's field defaults are stored as the Hydra config node
-`dataclass_defaults/<name>`, and the YAML files extend that node with their deltas (`conf/model/vit_l14.yaml`:
+`dataclass_defaults/<name>`, and the YAML files extend that node with their deltas (`physiotouch/conf/model/vit_l14.yaml`:
 `defaults: [/dataclass_defaults/model@_here_, _self_]` plus its sizes). The node is a plain mapping, not a typed
 structured config, so that a wrong value reaches `config_checks.py`, which names the key in one line.
 """
@@ -17,7 +17,7 @@ from physiotouch.data.splits import SplitConfig
 from physiotouch.data.synthetic import SynthConfig
 from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.models.config import BUILDER, ModelConfig
-from physiotouch.paths import CONF_DIR, REPO_DIR
+from physiotouch.paths import CONF_DIR, project_root
 from physiotouch.training.optim import OptimConfig
 from physiotouch.training.schemes import LossConfig
 from physiotouch.utils.plain import field_defaults
@@ -37,7 +37,7 @@ def register_with_hydra() -> None:
         target = {"_target_": TARGETS[name]} if name in TARGETS else {}
         store.store(group=DEFAULTS_GROUP, name=name, node={**target, **field_defaults(cls)})
     if not OmegaConf.has_resolver("physiotouch_root"):
-        OmegaConf.register_new_resolver("physiotouch_root", lambda: str(REPO_DIR))
+        OmegaConf.register_new_resolver("physiotouch_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("physiotouch_is_alternating"):
         OmegaConf.register_new_resolver("physiotouch_is_alternating", lambda mode: mode == "alternating")
     if not OmegaConf.has_resolver("physiotouch_one_minus"):

@@ -1,7 +1,7 @@
 """Before any work (and before Hydra opens its log file there): the output folder and its `checkpoints/` are
 writable and the disk has room, so no run dies at its first checkpoint and a read-only folder gets one line.
 
-`PreflightCallback` is a Hydra callback (conf/hydra/default.yaml): `on_run_start` / `on_multirun_start` run
+`PreflightCallback` is a Hydra callback (physiotouch/conf/hydra/default.yaml): `on_run_start` / `on_multirun_start` run
 before Hydra configures logging into the run folder, which is where a read-only folder used to fail first.
 """
 

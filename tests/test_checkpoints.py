@@ -12,7 +12,7 @@ import torch
 
 from physiotouch.checkpoints.format import load_model
 from physiotouch.checkpoints.reference import load_upstream_checkpoint
-from physiotouch.checkpoints.safe_load import CheckpointError, safe_torch_load
+from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 from physiotouch.models import TactileVideoMAE, named_model_configs
 from physiotouch.models.clip_init import load_clip_into
 

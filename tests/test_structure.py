@@ -8,7 +8,7 @@ import torch
 
 from physiotouch.checkpoints.format import FORMAT, load_checkpoint
 from physiotouch.checkpoints.io import atomic_torch_save
-from physiotouch.checkpoints.safe_load import CheckpointError
+from physiotouch.utils.safe_load import CheckpointError
 from physiotouch.cli import ConfigError
 from physiotouch.data.augment import AugmentConfig
 from physiotouch.data.splits import SplitConfig

@@ -102,7 +102,7 @@ def test_joint_mode_freezes_the_unused_image_path():
 
 
 def _history(out: Path) -> list[dict]:
-    from physiotouch.checkpoints.safe_load import safe_torch_load
+    from physiotouch.utils.safe_load import safe_torch_load
 
     return safe_torch_load(out / "checkpoints" / "last.ckpt")["physiotouch"]["history"]
 

@@ -7,7 +7,7 @@ from typing import Any
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from . import io as checkpoint_io
-from .safe_load import safe_torch_load
+from physiotouch.utils.safe_load import safe_torch_load
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -9,7 +9,7 @@ from torch import nn
 
 from .format import load_checkpoint, model_state_from, require_same_model
 from .reference import load_state_into
-from .safe_load import CheckpointError, safe_torch_load
+from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 log = logging.getLogger(__name__)
 

@@ -221,7 +221,7 @@ def _build(cls, values: dict, key: str):
     except TypeError as err:
         from physiotouch.cli import ConfigError
 
-        raise ConfigError(f"{key}: {err}; the known keys are those in conf/data/synthetic.yaml") from None
+        raise ConfigError(f"{key}: {err}; the known keys are those in physiotouch/conf/data/synthetic.yaml") from None
 
 
 def seed_worker(worker_id: int) -> None:

@@ -1,4 +1,4 @@
-"""The evaluation's settings: their defaults here are the only ones (conf/eval/default.yaml extends them through
+"""The evaluation's settings: their defaults here are the only ones (physiotouch/conf/eval/default.yaml extends them through
 Hydra's `dataclass_defaults/eval` node, physiotouch/hydra_setup.py)."""
 
 from __future__ import annotations
@@ -50,5 +50,5 @@ class EvalConfig:
 
 
 def eval_config(node) -> EvalConfig:
-    """The `eval` config node (conf/eval/default.yaml) as an EvalConfig."""
+    """The `eval` config node (physiotouch/conf/eval/default.yaml) as an EvalConfig."""
     return EvalConfig(**to_plain(node))

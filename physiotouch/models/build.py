@@ -1,4 +1,4 @@
-"""Building a TactileVideoMAE from config values, and the sizes shipped in conf/model/."""
+"""Building a TactileVideoMAE from config values, and the sizes shipped in physiotouch/conf/model/."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .mae import TactileVideoMAE
 
 def build_model(**cfg: Any) -> TactileVideoMAE:
     """Model from config values; `encoder.init=clip` then loads the local CLIP weights. The `_target_` of every
-    conf/model option: `hydra.utils.instantiate(cfg.model)` calls it, and so does PretrainModule on its saved plain
+    physiotouch/conf/model option: `hydra.utils.instantiate(cfg.model)` calls it, and so does PretrainModule on its saved plain
     hyper-parameters (a checkpoint's `_target_` is checked, never instantiated)."""
     model_cfg = ModelConfig.from_dict(to_plain(cfg))
     model = TactileVideoMAE(model_cfg)
@@ -28,7 +28,7 @@ def build_model(**cfg: Any) -> TactileVideoMAE:
 
 
 def named_model_configs() -> dict[str, ModelConfig]:
-    """The sizes shipped in conf/model/ (used to recognise a reference checkpoint's size)."""
+    """The sizes shipped in physiotouch/conf/model/ (used to recognise a reference checkpoint's size)."""
     out = {}
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
         out[path.stem] = ModelConfig.from_dict(yaml.safe_load(path.read_text()))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from physiotouch.checkpoints.safe_load import CheckpointError, load_safetensors, safe_torch_load
+from physiotouch.utils.safe_load import CheckpointError, load_safetensors, safe_torch_load
 
 from .mae import TactileVideoMAE
 

@@ -1,5 +1,5 @@
 """Plain dataclasses for the model's sizes. Their defaults are the tiny model and the only defaults: Hydra's
-`conf/model/*.yaml` extend them (`dataclass_defaults/model`, physiotouch/hydra_setup.py) with their deltas.
+`physiotouch/conf/model/*.yaml` extend them (`dataclass_defaults/model`, physiotouch/hydra_setup.py) with their deltas.
 
 Field names follow Hugging Face's CLIP vision config, so a CLIP `config.json` can be compared key by key.
 """
@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from physiotouch.cli import ConfigError
 
-BUILDER = "physiotouch.models.build_model"  # the `_target_` of every conf/model option
+BUILDER = "physiotouch.models.build_model"  # the `_target_` of every physiotouch/conf/model option
 # Bounds on each size, far above any real model (ViT-G/14: 48 layers of width 1,664), so that a file's config is
 # refused arithmetically before anything is built; the parameter count is bounded in checkpoints/format.py.
 SIZE_LIMITS = {"hidden_size": 16_384, "intermediate_size": 65_536, "num_hidden_layers": 256,
@@ -74,7 +74,7 @@ class ModelConfig:
         target = cfg.pop("_target_", BUILDER)  # the config's own name of the builder; a file never chooses code
         if target != BUILDER:
             raise ConfigError(f"model._target_={target!r}: a model is built by {BUILDER} only")
-        cfg.pop("defaults", None)  # a conf/model/*.yaml file read as it is (named_model_configs)
+        cfg.pop("defaults", None)  # a physiotouch/conf/model/*.yaml file read as it is (named_model_configs)
         enc = _known(EncoderConfig, cfg.pop("encoder", {}) or {}, "model.encoder")
         dec = _known(DecoderConfig, cfg.pop("decoder", {}) or {}, "model.decoder")
         top = _known(cls, cfg, "model", skip={"encoder", "decoder"})

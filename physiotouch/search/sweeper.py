@@ -1,6 +1,6 @@
 """A Hydra sweeper over Optuna (>= 4) for coarse-to-fine search on validation metrics.
 
-Selected by `hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml). It keeps hydra-optuna-sweeper's config keys
+Selected by `hydra/sweeper=optuna` (physiotouch/conf/hydra/sweeper/optuna.yaml). It keeps hydra-optuna-sweeper's config keys
 (sampler, direction, study_name, storage, n_trials, n_jobs, max_failure_rate, params, custom_search_space) and its
 `params` grammar (`physiotouch.search.params`), adds `pruner`, and writes the plugin's `optimization_results.yaml`.
 - resume: the study lives in a storage (`physiotouch.search.storage`); a relaunch runs only the trials still missing
