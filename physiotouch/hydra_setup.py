@@ -2,7 +2,8 @@
 defaults), composing outside a Hydra app (tests), the command line's overrides, the config tree print.
 
 One source per default: each settings dataclass's field defaults are stored as the Hydra config node
-`dataclass_defaults/<name>`, and the YAML files extend that node with their deltas (`physiotouch/conf/model/vit_l14.yaml`:
+`dataclass_defaults/<name>`, and the YAML files extend that node with their deltas
+(`physiotouch/conf/model/vit_l14.yaml`:
 `defaults: [/dataclass_defaults/model@_here_, _self_]` plus its sizes). The node is a plain mapping, not a typed
 structured config, so that a wrong value reaches `config_checks.py`, which names the key in one line.
 """

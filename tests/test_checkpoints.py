@@ -12,9 +12,9 @@ import torch
 
 from physiotouch.checkpoints.format import load_model
 from physiotouch.checkpoints.reference import load_upstream_checkpoint
-from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 from physiotouch.models import TactileVideoMAE, named_model_configs
 from physiotouch.models.clip_init import load_clip_into
+from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 from .conftest import FIXTURES
 

@@ -8,7 +8,6 @@ import torch
 
 from physiotouch.checkpoints.format import FORMAT, load_checkpoint
 from physiotouch.checkpoints.io import atomic_torch_save
-from physiotouch.utils.safe_load import CheckpointError
 from physiotouch.cli import ConfigError
 from physiotouch.data.augment import AugmentConfig
 from physiotouch.data.splits import SplitConfig
@@ -21,6 +20,7 @@ from physiotouch.training.balancing import build_balancer
 from physiotouch.training.optim import OptimConfig
 from physiotouch.training.schemes import MODE_DYNAMIC, MODE_JOINT, MODE_STATIC, LossConfig, build_scheme
 from physiotouch.utils.plain import field_defaults, to_plain
+from physiotouch.utils.safe_load import CheckpointError
 
 
 def _lists(value):

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from physiotouch.models import ModelConfig, TactileVideoMAE, named_model_configs
-
 from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 FORMAT = "physiotouch-ckpt-1"  # written into every checkpoint; a file naming another format is refused

@@ -6,8 +6,9 @@ from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from . import io as checkpoint_io
 from physiotouch.utils.safe_load import safe_torch_load
+
+from . import io as checkpoint_io
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from physiotouch.models import ModelConfig, TactileVideoMAE, named_model_configs
+from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 from .format import FORMAT, build_for_weights
 from .io import atomic_torch_save
-from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 _PREFIXES = [
     ("touch_model.", "encoder."),
@@ -103,7 +103,8 @@ def _shapes(state, pos, patch, proj, dec_embed) -> dict:
 
 
 def model_config_for(state: dict[str, torch.Tensor], settings: dict | None = None) -> ModelConfig:
-    """The named config (physiotouch/conf/model/*.yaml) whose sizes match the weights; else a guess with 64-wide heads."""
+    """The named config (physiotouch/conf/model/*.yaml) whose sizes match the weights; else a guess with 64-wide
+    heads."""
     shapes = infer_shapes(state)
     settings = settings or {}
     for cfg in named_model_configs().values():

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from torch import nn
 
+from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
+
 from .format import load_checkpoint, model_state_from, require_same_model
 from .reference import load_state_into
-from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from .mae import TactileVideoMAE
 
 def build_model(**cfg: Any) -> TactileVideoMAE:
     """Model from config values; `encoder.init=clip` then loads the local CLIP weights. The `_target_` of every
-    physiotouch/conf/model option: `hydra.utils.instantiate(cfg.model)` calls it, and so does PretrainModule on its saved plain
-    hyper-parameters (a checkpoint's `_target_` is checked, never instantiated)."""
+    physiotouch/conf/model option: `hydra.utils.instantiate(cfg.model)` calls it, and so does PretrainModule on its
+    saved plain hyper-parameters (a checkpoint's `_target_` is checked, never instantiated)."""
     model_cfg = ModelConfig.from_dict(to_plain(cfg))
     model = TactileVideoMAE(model_cfg)
     if model_cfg.encoder.init == "clip":

@@ -1,8 +1,9 @@
 """A Hydra sweeper over Optuna (>= 4) for coarse-to-fine search on validation metrics.
 
-Selected by `hydra/sweeper=optuna` (physiotouch/conf/hydra/sweeper/optuna.yaml). It keeps hydra-optuna-sweeper's config keys
-(sampler, direction, study_name, storage, n_trials, n_jobs, max_failure_rate, params, custom_search_space) and its
-`params` grammar (`physiotouch.search.params`), adds `pruner`, and writes the plugin's `optimization_results.yaml`.
+Selected by `hydra/sweeper=optuna` (physiotouch/conf/hydra/sweeper/optuna.yaml). It keeps hydra-optuna-sweeper's
+config keys (sampler, direction, study_name, storage, n_trials, n_jobs, max_failure_rate, params,
+custom_search_space) and its `params` grammar (`physiotouch.search.params`), adds `pruner`, and writes the plugin's
+`optimization_results.yaml`.
 - resume: the study lives in a storage (`physiotouch.search.storage`); a relaunch runs only the trials still missing
   from `n_trials`. The sweeper beats a heartbeat for its running trials; a trial whose sweeper stopped beating for
   `search.grace_seconds` is failed and its parameters queued once more; finished trials never rerun.
