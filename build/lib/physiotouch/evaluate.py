@@ -1,0 +1,71 @@
+"""python -m physiotouch.evaluate ckpt_path=CKPT: what the representation is worth, where it fails, how robust it is.
+
+Writes `eval/` beside the checkpoint's run (metrics.json, report.md, index.md, PNGs) and logs the same numbers to
+the configured loggers. Train and validation splits only: the test split is read by the release command alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
+
+from physiotouch.checkpoints.format import load_model
+from physiotouch.cli import user_errors
+from physiotouch.data import DataError, build_datamodule
+from physiotouch.evaluation.run import run_evaluation
+from physiotouch.evaluation.settings import eval_config
+from physiotouch.hydra_setup import register_with_hydra
+from physiotouch.run_folder import RunDir, RunFolderError
+from physiotouch.training.loggers import finish_wandb, instantiate_loggers
+
+log = logging.getLogger("physiotouch.evaluate")
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    register_with_hydra()
+    ckpt = Path(cfg.ckpt_path)
+    model, _ = load_model(ckpt)
+    run = RunDir.of_checkpoint(ckpt)
+    data_cfg, source = cfg.data, "the evaluate config"
+    if run is not None and cfg.use_run_data:
+        source = str(run / RunDir.CONFIG)
+        data_cfg = run.config().get("data")
+        if not isinstance(data_cfg, dict):
+            raise RunFolderError(f"'{source}' has no data settings")
+    datamodule = build_datamodule(data_cfg, source, image_size=model.cfg.encoder.image_size)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    change = run.data_change(datamodule.record) if run is not None and run.has(RunDir.SPLITS) else None
+    if change and cfg.use_run_data:
+        raise DataError(change + "; the data changed since training")
+    if change:  # the user chose other data on purpose (use_run_data=false)
+        log.warning(change)
+    out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
+    metrics = run_evaluation(model, datamodule, eval_config(cfg.eval), out)
+    loggers = instantiate_loggers(cfg)
+    loggers = [lg for lg in loggers if not isinstance(lg, CSVLogger)] + [CSVLogger(str(out), name="csv", version="")]
+    for lg in loggers:
+        lg.log_metrics(metrics, step=0)
+        lg.save()
+    report = (out / "report.md").read_text()
+    print(f"evaluation of {ckpt} -> {out}\n" + report.split("## Pictures")[0] + report.rsplit("\n\n", 1)[-1])
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        with user_errors():
+            evaluate_checkpoint(cfg)
+    finally:
+        finish_wandb()
+
+
+register_with_hydra()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""One pass over a split: unmasked features for the probes and per-clip reconstruction errors (fixed masks).
+
+Per-clip errors are the model's own per-clip losses (`TactileVideoMAE.per_clip_losses`, `objective`): static,
+recon, pred, the objective and the error of each frame position; beside them the baselines scored on the same
+patches, among them the "copy shortcut": frame 3 copied as the prediction of frame 4 (the roadmap's warning).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from physiotouch.data.augment import normalize, to_float_clips
+from physiotouch.data.datamodule import ClipDataset
+from physiotouch.models import TactileVideoMAE
+
+
+def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> dict[str, torch.Tensor]:
+    """Per clip: the model's errors on exactly the patches each loss scores, and two baselines on the same patches.
+
+    - copy last visible frame: frame 3 as the guess of frame 4 (`copy_frame3`, the shortcut the roadmap warns of).
+      The masked patches of frames 1-3 are masked in all three (tube masking), so no visible frame exists there.
+    - mean frame: each masked patch of frames 1-3 guessed as the mean of that frame's visible patches
+      (`mean_static`, `mean_recon`); frame 4 guessed as the mean of frames 1-3 at each patch (`mean_pred`).
+    """
+    target = model.targets(clips)  # [B, L, 4, V]
+    losses = model.per_clip_losses(target, out["pred"], out["mask"])
+    m = out["mask"]
+    masked = lambda e: (e * m).sum(1) / m.sum(1)  # noqa: E731 - [B, L] -> [B]
+    copy = ((target[:, :, 2] - target[:, :, 3]) ** 2).mean(dim=(-1, -2))  # frame 3 as the guess of frame 4
+    visible = (1 - m)[:, :, None, None]  # [B, L, 1, 1]
+    visible_mean = (target[:, :, :3] * visible).sum(1, keepdim=True) / visible.sum(1, keepdim=True)  # [B, 1, 3, V]
+    mean_err = ((visible_mean - target[:, :, :3]) ** 2).mean(dim=-1)  # [B, L, 3]
+    mean_pred = ((target[:, :, :3].mean(2) - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
+    frames = losses["frame_errors"]  # [B, 4]
+    return {"static": losses["loss_static"], "recon": losses["loss_recon"], "pred": losses["loss_pred"],
+            "objective": model.objective(losses), **{f"frame{i + 1}": frames[:, i] for i in range(4)},
+            "copy_frame3": copy, "mean_static": masked(mean_err[:, :, 0]), "mean_recon": masked(mean_err.mean(-1)),
+            "mean_pred": mean_pred}
+
+
+@torch.no_grad()
+def example_outputs(model: TactileVideoMAE, ds: ClipDataset, indices: list[int], mask_ratio: float,
+                    device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Inputs, masks and predictions of a few clips (for the picture panels), recomputed rather than kept."""
+    batch = [ds[i] for i in indices]
+    clips = normalize(to_float_clips(torch.stack([b["clip"] for b in batch]).to(device)))
+    ids = torch.tensor([b["clip_id"] for b in batch])
+    out = model.eval().to(device).forward_video(clips, model.fixed_mask_noise(ids, model.num_patches).to(device),
+                                                mask_ratio=mask_ratio)
+    return {"clips": clips.cpu(), "pred": out["pred"].float().cpu(), "mask": out["mask"].cpu()}

@@ -1,0 +1,244 @@
+"""Probe fits in batches: every fold, every regularisation value and every inner cross-validation fit of one task
+and one feature set solved together, in torch.
+
+Why our own solver: scikit-learn fits one probe at a time, and a tuned protocol (each probe's C, α or k chosen by
+inner cross-validation, for the model and for every control) multiplies its fits by the grid size times the inner
+folds: minutes per evaluation. Here the fits of one (task, feature set) share the features, so they become one
+batched problem. scikit-learn stays the oracle: `tests/test_probe_fits.py` checks that both give the same choices and
+predictions (within the tolerances that test states), and `backend=sklearn` runs the same protocol fit by fit.
+
+The protocol, per outer fold (its fit clips, its tested clips):
+- the fit clips' groups (`Task.groups`: the unit the outer folds keep apart, e.g. objects or sequences) are dealt
+  into `inner_folds` folds; each grid value is fit on all inner folds but one and scored on the one left out;
+- the value with the best inner score (accuracy, or mean squared error for a regression; ties: the stronger
+  regularisation) is refit on all the fit clips and predicts the tested clips.
+A fit set with fewer than two groups cannot be tuned: the configured default is used (`chosen` says so).
+
+Linear probes are scikit-learn's: features standardised on the fit clips, then multinomial logistic regression
+(C · Σ cross-entropy + ½‖W‖², intercept free; a binary problem as scikit-learn's binary form) or ridge regression
+(closed form for every α from one eigendecomposition). k-NN: cosine distance, weighted by 1/distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+GTOL = 1e-4  # scikit-learn's LogisticRegression tol: its lbfgs stops at this gradient (max |component|)
+GTOL_INNER = 1e-3  # the inner cross-validation's fits only rank grid values: a tenth of the precision suffices
+EXP_FLOOR = -50.0  # e^-50 ~ 2e-22: far from float32's subnormals even after the fits' weights (see f_and_grad)
+FTOL = 64 * float(np.finfo(float).eps)  # and at this relative decrease of the objective (scipy's ftol as it sets it)
+
+
+# --- linear probes ----------------------------------------------------------------------------------------------
+def _standardise(x: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per fit (rows of `masks`, 0/1 over clips): mean and scale of its clips, as StandardScaler (a constant
+    feature keeps scale 1)."""
+    n = masks.sum(1, keepdim=True)
+    mu = masks @ x / n
+    var = (masks @ (x * x) / n - mu * mu).clamp_min(0)
+    sd = var.sqrt()
+    return mu, torch.where(sd < 10 * torch.finfo(x.dtype).eps * mu.abs().clamp_min(1), torch.ones_like(sd), sd)
+
+
+def batched_lbfgs(f_and_grad, x0: torch.Tensor, max_iter: int, gtol: float, history: int = 10) -> torch.Tensor:
+    """L-BFGS on P independent problems at once (rows of x0 [P, n]): each keeps its own curvature pairs, step
+    length (backtracking to the Armijo condition) and stopping rule, scipy's as scikit-learn calls it (every
+    |gradient| < gtol, or a relative decrease < FTOL); a finished problem stops moving.
+    `f_and_grad(x) -> (f [P], gradient [P, n], the stopping rule's max |gradient| [P])` (the problems may be solved in
+    other coordinates than the ones their stopping rule is stated in).
+    Why our own: torch's LBFGS treats its parameters as one problem (one step length, shared curvature pairs), so
+    a batch converges only as fast as its worst problem allows, and it needs several times scikit-learn's steps."""
+    evaluate = f_and_grad
+    x = x0.clone()
+    f, g, gmax = evaluate(x)
+    active = gmax >= gtol
+    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for it in range(max_iter):
+        if not active.any():
+            break
+        q, alphas = g.clone(), []
+        for s, y, rho in reversed(pairs):  # two-loop recursion, per problem (fused ops: these are many and small)
+            a = rho * torch.linalg.vecdot(s, q)
+            q.addcmul_(a[:, None], y, value=-1.0)
+            alphas.append(a)
+        if pairs:
+            s, y, _ = pairs[-1]
+            gamma = torch.linalg.vecdot(s, y) / torch.linalg.vecdot(y, y).clamp_min(1e-300)
+            q *= torch.where(gamma > 0, gamma, torch.ones_like(gamma))[:, None]
+        else:
+            q /= g.abs().sum(1).clamp_min(1.0)[:, None]  # the first step at most 1 in the l1 norm
+        for (s, y, rho), a in zip(pairs, reversed(alphas)):
+            q.addcmul_((a - rho * torch.linalg.vecdot(y, q))[:, None], s)
+        d = torch.where(active[:, None], -q, torch.zeros_like(q))
+        slope = (g * d).sum(1)
+        d = torch.where((slope < 0)[:, None], d, -g * active[:, None])  # not a descent direction: steepest descent
+        slope = (g * d).sum(1)
+        t = torch.ones(len(x), dtype=x.dtype)
+        for _ in range(12):  # backtracking, per problem
+            x_new = x + t[:, None] * d
+            f_new, g_new, gmax = evaluate(x_new)
+            ok = (f_new <= f + 1e-4 * t * slope) | ~active
+            if ok.all():
+                break
+            t = torch.where(ok, t, t * 0.5)
+        s, y = x_new - x, g_new - g
+        sy = (s * y).sum(1)
+        pairs.append((s, y, torch.where(sy > 1e-12, 1 / sy.clamp_min(1e-300), torch.zeros_like(sy))))
+        pairs = pairs[-history:]
+        decrease = (f - f_new) / torch.maximum(torch.maximum(f.abs(), f_new.abs()), torch.ones_like(f))
+        x, f, g = x_new, f_new, g_new
+        active &= (gmax >= gtol) & (decrease > FTOL)
+    return x
+
+
+@dataclass
+class Rotated:
+    """One feature set standardised over all clips and rotated to its principal axes, once for all its fits.
+    Pixel features are strongly correlated, so the logistic objective is badly conditioned in their own
+    coordinates (hundreds of L-BFGS steps); in these, rescaled per C, far fewer suffice. It changes the path to the
+    optimum, never the optimum."""
+    xs: torch.Tensor  # [N, D] standardised over all clips
+    x: torch.Tensor  # [N, D] the same, rotated
+    Q: torch.Tensor  # [D, D] principal axes
+    e: torch.Tensor  # [D] variance along each
+    mu: torch.Tensor  # [D] mean over all clips
+    sd: torch.Tensor  # [D] scale over all clips
+
+    @classmethod
+    def of(cls, x: np.ndarray, rotate: bool = True, dtype=torch.float32) -> "Rotated":
+        """`rotate=False`: the standardised axes themselves (Q = I), for fits that each see a small, unusual part
+        of the clips (one sensor of three, in LoSO's inner folds): the axes of all clips mislead their steps."""
+        xt = torch.as_tensor(x, dtype=torch.float64)
+        mu, sd = _standardise(xt, torch.ones(1, len(xt), dtype=xt.dtype))
+        xs = (xt - mu) / sd
+        if rotate:
+            e, Q = torch.linalg.eigh(xs.T @ xs / len(xt))
+        else:
+            e, Q = (xs * xs).mean(0), torch.eye(xt.shape[1], dtype=xt.dtype)
+        return cls(*(t.to(dtype) for t in (xs, xs @ Q, Q, e.clamp_min(0), mu[0], sd[0])))
+
+
+def logistic_fits(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarray], C: float, max_iter: int,
+                  init: tuple | None = None, gtol: float = GTOL) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """Multinomial logistic regressions, one per fit (its clips), at one C, solved together (`batched_lbfgs`). Each
+    problem is scikit-learn's: mean cross-entropy + ‖W‖² / (2·C·n), W on the fit's own standardised features,
+    intercept free, stopped by its rule on W's gradient; a fit whose clips show two classes is scikit-learn's binary
+    form (its penalty doubled: softmax over two classes with W₁ = −W₂ is the sigmoid of w = W₂ − W₁).
+    Solved for A = d·Z (logits = (rot.x − the fit's mean) @ A + c; W = the fit's scale ratio · Q A), d ~ the
+    inverse square-root curvature along each principal axis.
+    -> (V [P, D, K], c [P, K]) with logits = x @ V + c on the raw features (−inf for classes a fit never saw), and
+    (A, c) to warm-start another C or fit from."""
+    n_clips, dim = rot.x.shape
+    P, dt = len(fits), rot.x.dtype
+    masks = torch.zeros(P, n_clips, dtype=dt)
+    for p, idx in enumerate(fits):
+        masks[p, idx] = 1.0
+    n = masks.sum(1)
+    ratio = _standardise(rot.xs, masks)[1]  # [P, D] each fit's feature scales against the global ones
+    centre = masks @ rot.x / n[:, None]  # [P, D] each fit's mean (rotated): its features centred on their own mean,
+    # as scikit-learn's are (an off-centre fit couples weights and intercept, and converges slowly)
+    target = torch.as_tensor(y).long().clamp_min(0)
+    onehot = torch.nn.functional.one_hot(target, classes).to(dt)
+    present = (masks @ onehot) > 0
+    reg = C * n / torch.where(present.sum(1) == 2, 2.0, 1.0).to(dt)  # ‖W‖² / (2·reg) per problem
+    absent = torch.where(present, 0.0, -1e30).to(dt)[None]  # exp underflows to 0 (−inf slows the softmax down)
+    weight = (masks / n[:, None]).T.contiguous()  # [N, P]
+    picked = target[:, None, None].expand(-1, P, 1)
+    # [P, D]: along each axis, each fit's own curvature: its variance there and the penalty's weight there
+    variance = (masks @ (rot.x * rot.x) / n[:, None] - centre * centre).clamp_min(0)
+    d = 1 / torch.sqrt(0.25 * variance + (ratio * ratio) @ (rot.Q * rot.Q) / reg[:, None])
+    size = dim * classes
+
+    def flat(t: torch.Tensor) -> torch.Tensor:  # [P, D, K] -> [D, P·K]
+        return t.permute(1, 0, 2).reshape(dim, P * classes)
+
+    def unflat(t: torch.Tensor) -> torch.Tensor:  # [D, P·K] -> [P, D, K]
+        return t.reshape(dim, P, classes).permute(1, 0, 2)
+
+    def f_and_grad(theta: torch.Tensor):
+        """Objectives, gradients in (Z, c) and scikit-learn's stopping measure, written out (autograd's overhead
+        costs more than the arithmetic at these sizes); clips × fits × classes laid out [N, P, K]."""
+        A = d[:, :, None] * theta[:, :size].reshape(P, dim, classes)
+        c = theta[:, size:]
+        offset = c - torch.einsum("pd,pdk->pk", centre, A)
+        logits = (rot.x @ flat(A)).reshape(n_clips, P, classes) + offset[None] + absent
+        # log-softmax written out (torch's is slow over a short axis). Terms below e^EXP_FLOOR are set to 0 rather
+        # than computed: subnormal floats (exp's results below ~e^-87, and their products later) take the CPU's
+        # slow path, 10-50x the time of a whole step; beside the largest term (e^0) they change nothing.
+        z = logits - logits.amax(2, keepdim=True)
+        ez = z.clamp_min(EXP_FLOOR).exp().masked_fill_(z < EXP_FLOOR, 0.0)
+        total = ez.sum(2, keepdim=True)
+        ce = (total.log() - z.gather(2, picked))[..., 0]
+        W = ratio[:, :, None] * unflat(rot.Q @ flat(A))
+        f = (weight * ce).sum(0) + (W * W).sum((1, 2)) / (2 * reg)
+        G = weight[:, :, None] * (ez / total - onehot[:, None, :])  # [N, P, K]
+        g_c = G.sum(0)
+        grad_a = unflat(rot.x.T @ G.reshape(n_clips, P * classes)) - centre[:, :, None] * g_c[:, None, :] + \
+            unflat(rot.Q.T @ flat(ratio[:, :, None] * W / reg[:, None, None]))
+        grad_w = unflat(rot.Q @ flat(grad_a)) / ratio[:, :, None]  # c is scikit-learn's intercept: no correction
+        gmax = torch.maximum(grad_w.abs().amax((1, 2)), g_c.abs().amax(1))
+        return f, torch.cat([(d[:, :, None] * grad_a).reshape(P, size), g_c], 1), gmax
+
+    if init is None:
+        theta0 = torch.zeros(P, size + classes, dtype=dt)
+    else:
+        theta0 = torch.cat([(init[0] / d[:, :, None]).reshape(P, size), init[1]], 1)
+    theta = batched_lbfgs(f_and_grad, theta0, max_iter, gtol)
+    A = d[:, :, None] * theta[:, :size].reshape(P, dim, classes)
+    c = theta[:, size:]
+    V = unflat(rot.Q @ flat(A)) / rot.sd[None, :, None]  # rot.x = (x − μ) / sd · Q
+    c_raw = c - torch.einsum("pd,pdk->pk", centre, A) - torch.einsum("d,pdk->pk", rot.mu, V)
+    return V, c_raw.masked_fill(~present, float("-inf")), (A, c)
+
+
+def ridge_fits(x: np.ndarray, y: np.ndarray, fits: list[np.ndarray], alphas: list[float]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge regressions on standardised features for every fit and every α from one eigendecomposition per fit.
+    -> (v [P, A, D], c [P, A]) with prediction = x @ v + c on raw features."""
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    yt = torch.as_tensor(y, dtype=torch.float64)
+    a = torch.as_tensor(alphas, dtype=torch.float64)
+    vs, cs = [], []
+    for idx in fits:
+        sub = xt[idx]
+        mu = sub.mean(0)
+        sd = sub.std(0, unbiased=False)
+        sd = torch.where(sd < 10 * torch.finfo(sd.dtype).eps * mu.abs().clamp_min(1), torch.ones_like(sd), sd)
+        xs = (sub - mu) / sd
+        ybar = yt[idx].mean()
+        lam, Q = torch.linalg.eigh(xs.T @ xs)
+        r = Q.T @ (xs.T @ (yt[idx] - ybar))  # [D]
+        w = (Q @ (r[:, None] / (lam[:, None] + a[None, :]))).T  # [A, D] on standardised features
+        v = w / sd
+        vs.append(v)
+        cs.append(ybar - v @ mu)
+    return torch.stack(vs), torch.stack(cs)
+
+
+# --- k-NN ---------------------------------------------------------------------------------------------------------
+def knn_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_query: np.ndarray, ks: list[int],
+                classes: int | None) -> list[np.ndarray]:
+    """Cosine k-NN weighted by 1/distance (an exact match takes all the weight), for every k from one sort.
+    -> per k: probabilities [n, classes], or predicted values [n] (classes None)."""
+    xf = torch.nn.functional.normalize(torch.as_tensor(x_fit, dtype=torch.float64), dim=1)
+    xq = torch.nn.functional.normalize(torch.as_tensor(x_query, dtype=torch.float64), dim=1)
+    dist = (1 - xq @ xf.T).clamp_min(0)
+    top = min(max(ks), len(x_fit))
+    d, j = dist.topk(top, dim=1, largest=False)
+    yf = torch.as_tensor(y_fit)[j]
+    out = []
+    for k in ks:
+        kk = min(k, len(x_fit))
+        dk, yk = d[:, :kk], yf[:, :kk]
+        exact = dk <= 0
+        w = torch.where(exact.any(1, keepdim=True), exact.to(torch.float64), 1 / dk.clamp_min(1e-300))
+        if classes is None:
+            out.append(((w * yk.to(torch.float64)).sum(1) / w.sum(1)).numpy())
+        else:
+            proba = torch.zeros(len(x_query), classes, dtype=torch.float64)
+            proba.scatter_add_(1, yk.long(), w)
+            out.append((proba / proba.sum(1, keepdim=True)).numpy())
+    return out

@@ -1,0 +1,54 @@
+"""The evaluation's settings: their defaults here are the only ones (physiotouch/conf/eval/default.yaml extends
+them through Hydra's `dataclass_defaults/eval` node, physiotouch/hydra_setup.py)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from physiotouch.utils.plain import to_plain
+
+from .robustness import DEFAULT_STRENGTHS
+
+
+@dataclass
+class ProbeConfig:
+    C: float = 1.0  # the defaults, used where a fit set cannot be tuned (fewer than two groups) or tune is false
+    max_iter: int = 2000
+    knn_k: int = 10
+    ece_bins: int = 10
+    ridge_alpha: float = 1.0
+    # Each probe's C, α or k chosen by inner cross-validation on its fit clips, grouped like the outer folds,
+    # separately for the model and every control (evaluation/tuned.py)
+    tune: bool = True
+    inner_folds: int = 3
+    C_grid: list = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
+    alpha_grid: list = field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])
+    k_grid: list = field(default_factory=lambda: [1, 3, 5, 10, 20, 40])
+    backend: str = "torch"  # torch: the fits of a task batched (probe_fits.py); sklearn: one by one (the oracle)
+    sequence_folds: int = 3  # object probe: folds of held-out sequences
+    object_folds: int = 5  # attribute probes: folds of held-out objects
+    attributes: list = field(default_factory=lambda: ["motion", "peak_depth", "surface"])
+    time_split: float = 0.6  # re-identification diagnostic: windows ending before this fraction fit, the rest test
+    gap: int = 4
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    mask_ratio: float = 0.75  # the config sets ${validation.mask_ratio}: the masks validation used
+    examples: int = 4  # worst and typical validation clips shown
+    max_clips: int | None = None  # cap per split (quick looks)
+    probe: dict = field(default_factory=lambda: asdict(ProbeConfig()))
+    robustness: dict = field(default_factory=lambda: {"enabled": True, "strengths": DEFAULT_STRENGTHS})
+    device: str = "auto"  # auto: cuda when a GPU is present, else cpu
+
+    def __post_init__(self):
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def eval_config(node) -> EvalConfig:
+    """The `eval` config node (physiotouch/conf/eval/default.yaml) as an EvalConfig."""
+    return EvalConfig(**to_plain(node))

@@ -1,0 +1,80 @@
+"""Hydra / OmegaConf glue: what Hydra needs from physiotouch before it composes (resolvers, the dataclasses'
+defaults), composing outside a Hydra app (tests), the command line's overrides, the config tree print.
+
+One source per default: each settings dataclass's field defaults are stored as the Hydra config node
+`dataclass_defaults/<name>`, and the YAML files extend that node with their deltas
+(`physiotouch/conf/model/vit_l14.yaml`:
+`defaults: [/dataclass_defaults/model@_here_, _self_]` plus its sizes). The node is a plain mapping, not a typed
+structured config, so that a wrong value reaches `config_checks.py`, which names the key in one line.
+"""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from physiotouch.data.augment import AugmentConfig
+from physiotouch.data.splits import SplitConfig
+from physiotouch.data.synthetic import SynthConfig
+from physiotouch.evaluation.settings import EvalConfig
+from physiotouch.models.config import BUILDER, ModelConfig
+from physiotouch.paths import CONF_DIR, project_root
+from physiotouch.training.optim import OptimConfig
+from physiotouch.training.schemes import LossConfig
+from physiotouch.utils.plain import field_defaults
+
+DEFAULTS_GROUP = "dataclass_defaults"
+# The model group is built with `_target_` like data, trainer, loggers and callbacks (hydra.utils.instantiate); the
+# training module calls the same function on the saved plain values (models/build.py).
+TARGETS = {"model": BUILDER}
+SETTINGS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "augment": AugmentConfig,
+            "split": SplitConfig, "synthetic": SynthConfig, "eval": EvalConfig}
+
+
+def register_with_hydra() -> None:
+    """Before composing: the resolvers the config tree uses and the `dataclass_defaults/*` nodes."""
+    store = ConfigStore.instance()
+    for name, cls in SETTINGS.items():
+        target = {"_target_": TARGETS[name]} if name in TARGETS else {}
+        store.store(group=DEFAULTS_GROUP, name=name, node={**target, **field_defaults(cls)})
+    if not OmegaConf.has_resolver("physiotouch_root"):
+        OmegaConf.register_new_resolver("physiotouch_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("physiotouch_is_alternating"):
+        OmegaConf.register_new_resolver("physiotouch_is_alternating", lambda mode: mode == "alternating")
+    if not OmegaConf.has_resolver("physiotouch_one_minus"):
+        OmegaConf.register_new_resolver("physiotouch_one_minus", lambda x: round(1.0 - float(x), 12))
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """The real config tree, as `python -m physiotouch.train` would see it (for tests and notebooks).
+
+    `paths.output_dir` uses Hydra's runtime, which exists only inside a Hydra app: pass paths.output_dir=DIR.
+    """
+    from hydra import compose, initialize_config_dir
+
+    register_with_hydra()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides of the running Hydra app (none when composed outside one, as in tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # no Hydra app is running
+        return []
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as a tree, one branch per config group (`extras.print_config`)."""
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if OmegaConf.is_config(value) else f"{value}\n"
+        tree.add(str(key)).add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+    rich_print(tree)
