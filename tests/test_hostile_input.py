@@ -537,6 +537,10 @@ CASES = [
     Case("train-batch-larger-than-the-split", lambda e: train(e, "data.batch_size=4096"), 2,
          "data.batch_size=4096 is larger than the train split's"),
     Case("search-every-trial-failed", lambda e: search(e, "data.batch_size=4096"), 2, "all 1 trials failed"),
+    Case("finalize-docs-from-a-foreign-release",
+         lambda e: ((e.tmp / "rel").mkdir(), (e.tmp / "rel" / "release.json").write_text('{"name": "x"}'),
+                    ["physiotouch.finalize", "--docs-from", str(e.tmp / "rel"), "--docs-root", str(e.tmp)])[-1], 2,
+         "is not a physiotouch release's"),
 ]
 
 
