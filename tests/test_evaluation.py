@@ -207,3 +207,28 @@ def test_perturbations_as_matrices_equal_resampling_and_share_draws_across_stren
     assert torch.equal(high, make_perturbation("noise", .1)(clips, ids))
     noise = make_perturbation("noise", .05)
     assert torch.equal(noise(clips[:, :3], ids), noise(clips, ids)[:, :3])
+
+
+def test_evaluate_scores_with_the_runs_own_validation_masks(trained_run, tmp_path, monkeypatch):
+    """One source for the validation mask ratio: a run's checkpoint is evaluated with the ratio the run validated
+    with (its config_resolved.yaml), not the evaluate config's default."""
+    import yaml
+
+    import physiotouch.evaluate as command
+    from physiotouch.hydra_setup import compose_config
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg_file = run / "config_resolved.yaml"
+    saved = yaml.safe_load(cfg_file.read_text())
+    saved["validation"]["mask_ratio"] = 0.6
+    cfg_file.write_text(yaml.safe_dump(saved))
+    seen = {}
+    monkeypatch.setattr(command, "run_evaluation", lambda model, dm, settings, out: seen.update(
+        ratio=settings.mask_ratio) or (out.mkdir(parents=True, exist_ok=True), (out / "report.md").write_text(
+            "# r\n\n## Pictures\n"), {})[-1])
+    cfg = compose_config([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"out_dir={tmp_path / 'eval'}",
+                          f"paths.output_dir={tmp_path}", "logger=none"], config_name="evaluate")
+    assert cfg.eval.mask_ratio == 0.75
+    command.evaluate_checkpoint(cfg)
+    assert seen["ratio"] == 0.6
