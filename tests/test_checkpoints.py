@@ -157,7 +157,7 @@ def test_clip_init_through_the_config(tmp_path):
     from physiotouch.models import build_model
 
     cfg = compose_config(["model=tiny", "model.encoder.init=clip", f"model.encoder.clip_path={tmp_path}",
-                          "paths.output_dir=/tmp/x"])
+                          f"paths.output_dir={tmp_path / 'out'}"])
     model = build_model(**cfg.model)
     from safetensors.torch import load_file
 
