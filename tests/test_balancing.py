@@ -80,6 +80,7 @@ def test_every_adaptive_scheme_runs_fast_dev_run(small_data, tmp_path, make_cfg,
 
 
 @pytest.mark.parametrize("scheme", ["auto_balanced", "uncertainty"])
+@pytest.mark.slow
 def test_resume_restores_the_adaptive_state_exactly(small_data, tmp_path, make_cfg, scheme):
     common = (f"loss={scheme}", "loss.warmup_steps=3", "trainer.max_epochs=3", "optim.warmup_epochs=1")
     full = run_training(make_cfg(small_data, tmp_path / "full", *common))["history"]

@@ -39,6 +39,7 @@ def test_reference_best_checkpoint_gives_the_listed_losses():
     assert losses(ck.model) == pytest.approx(EXPECTED, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_convert_round_trip(tmp_path):
     new = tmp_path / "converted.ckpt"
     run = subprocess.run([sys.executable, "-m", "physiotouch.legacy", "convert", str(BEST), str(new)],
@@ -166,6 +167,7 @@ def test_clip_init_through_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["converted", "reference"])
+@pytest.mark.slow
 def test_training_starts_from_reference_weights(small_data, tmp_path, make_cfg, kind):
     from physiotouch.training.run import run_training
 

@@ -162,6 +162,7 @@ def _corrupt(root: Path) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_check_command_reports_every_problem_with_its_file(small_data):
     paths = _corrupt(small_data)
     run = subprocess.run([sys.executable, "-m", "physiotouch.data", "check", "--root", str(small_data), "--index",
@@ -178,6 +179,7 @@ def test_check_command_reports_every_problem_with_its_file(small_data):
     assert f"{index}:{n}: folder '{small_data / 'data_fine_nofolder_digit'}' does not exist" in out
 
 
+@pytest.mark.slow
 def test_synth_then_check_exits_zero_then_one_after_corruption(tmp_path):
     out = tmp_path / "fresh"
     cmd = [sys.executable, "-m", "physiotouch.data"]

@@ -66,6 +66,7 @@ def test_perturbations_keep_shape_range_and_the_clip_identical_across_frames():
         assert torch.equal(out, make_perturbation(kind, s)(clip, ids))  # seeded by the clip
 
 
+@pytest.mark.slow
 def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_path):
     splits = json.loads((trained_run / "splits.json").read_text())
     root = Path(splits["root"])
@@ -101,6 +102,7 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
     assert (out / "csv" / "metrics.csv").is_file()  # the same numbers, to the loggers
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_beside_the_run_and_the_report_gains_probe_columns(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -115,12 +117,14 @@ def test_evaluate_cli_writes_beside_the_run_and_the_report_gains_probe_columns(t
     assert "val/probe_object_macro_f1" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
     res = subprocess.run([sys.executable, "-m", "physiotouch.evaluate", f"ckpt_path={tmp_path}/none.ckpt"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "none.ckpt" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_a_probe_metric_can_be_the_sweep_objective(small_data, tmp_path, make_cfg):
     from physiotouch.training.run import run_training
 
@@ -131,6 +135,7 @@ def test_a_probe_metric_can_be_the_sweep_objective(small_data, tmp_path, make_cf
     assert result["metric"] == metrics["val/probe_sensor_macro_f1"]
 
 
+@pytest.mark.slow
 def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp_path):
     import json
 

@@ -53,6 +53,7 @@ def test_narrowing_stays_inside_and_around_the_best():
     assert cat.choices == (0.5, 1.0)
 
 
+@pytest.mark.slow
 def test_coarse_then_fine_search(small_data, tmp_path):
     coarse = subprocess.run(search_cmd(small_data, tmp_path, "coarse", 2), capture_output=True, text=True)
     assert coarse.returncode == 0, coarse.stderr[-3000:]
@@ -96,6 +97,7 @@ def _complete(db: Path) -> int:
     return _count(db, "COMPLETE")
 
 
+@pytest.mark.slow
 def test_sweep_killed_mid_trial_resumes_without_repeating(small_data, tmp_path):
     cmd = search_cmd(small_data, tmp_path, "coarse", 2, "search.heartbeat_seconds=1", "search.grace_seconds=2",
                      "trainer.max_epochs=4", "trainer.limit_train_batches=10")
@@ -125,6 +127,7 @@ def test_sweep_killed_mid_trial_resumes_without_repeating(small_data, tmp_path):
     assert json.loads((Path(first.user_attrs["job_dir"]) / "summary.json").read_text()) == first_summary
 
 
+@pytest.mark.slow
 def test_failed_trials_are_recorded_and_the_sweep_finishes(small_data, tmp_path):
     run = subprocess.run(search_cmd(small_data, tmp_path, "coarse", 2, "fault_injection.nan_at_step=0"),
                          capture_output=True, text=True)
@@ -145,6 +148,7 @@ def _min_val_objective(job: Path) -> float:
     return min(values[1:])  # the first row is the validation before training
 
 
+@pytest.mark.slow
 def test_report_matches_the_jobs_metric_files(small_data, tmp_path):
     sweep = tmp_path / "sweep"
     run = subprocess.run(train_cmd(small_data, tmp_path, "-m", "loss=equal,baseline_alternating", "seed=1,2",
@@ -176,6 +180,7 @@ def test_report_matches_the_jobs_metric_files(small_data, tmp_path):
         build_report([sweep, other], tmp_path / "mixed")
 
 
+@pytest.mark.slow
 def test_wandb_offline_one_run_per_job(small_data, tmp_path):
     sweep = tmp_path / "wb"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -190,6 +195,7 @@ def test_wandb_offline_one_run_per_job(small_data, tmp_path):
     assert "logger=wandb" in info["overrides"]
 
 
+@pytest.mark.slow
 def test_report_treats_k_folds_as_replicates(small_data, tmp_path):
     sweep = tmp_path / "kfold"
     run = subprocess.run(train_cmd(small_data, tmp_path, "-m", "data.split.k_folds=2", "data.split.fold=0,1",

@@ -586,6 +586,7 @@ def outcomes(small_data_master, trained_run, tmp_path_factory, request) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.slow
 def test_hostile_input(case: Case, outcomes: dict):
     env, res, seconds = outcomes[case.id]
     assert not isinstance(res, subprocess.TimeoutExpired), f"no answer within {case.timeout} s (a hang)"
@@ -720,6 +721,7 @@ def test_a_dead_holders_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
     assert json.loads(lock.read_text() or "{}") == {}
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_one_refused(small_data, tmp_path):
     env = Env(small_data, tmp_path, tmp_path, tmp_path / "M")
     out = tmp_path / "shared"
@@ -744,6 +746,7 @@ def test_two_trainings_into_one_folder_one_refused(small_data, tmp_path):
     assert "took over the lock" in third.stdout + third.stderr
 
 
+@pytest.mark.slow
 def test_stale_temp_files_are_cleaned_when_a_run_restarts(small_data, tmp_path):
     env = Env(small_data, tmp_path, tmp_path, tmp_path / "M")
     out = tmp_path / "out"

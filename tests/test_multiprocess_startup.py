@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from physiotouch.utils.files import default_file_mode
 
 
@@ -16,6 +18,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_generate_the_data_once(tmp_path):
     # A set large enough (12 objects x 3 sensors x 24 frames, seconds to write) that both ranks reach it together.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",

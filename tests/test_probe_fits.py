@@ -71,6 +71,7 @@ def test_batched_fits_choose_and_predict_as_scikit_learn_does(kind, classes):
             assert _mean_abs(a, b) < PROBABILITY_TOLERANCE and (a.argmax(1) != b.argmax(1)).mean() < 0.02, f
 
 
+@pytest.mark.slow
 def test_every_metric_of_every_probe_agrees_on_the_built_in_layout(small_data, tmp_path):
     """Real clips (the small built-in set, raw pooled pixels: correlated, 576 values): run_probes on both backends
     gives the same metrics and the same choices, probe by probe."""

@@ -37,6 +37,7 @@ def test_generator_writes_several_sequences_per_object_with_their_attributes(seq
     assert 0 < min(depths) < max(depths) <= 1.0 and len(set(depths)) > 0.9 * len(depths)  # each its own depth
 
 
+@pytest.mark.slow
 def test_check_validates_labels_csv(seq_data, tmp_path):
     import shutil
 

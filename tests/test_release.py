@@ -92,6 +92,7 @@ def test_tag_only_on_a_clean_tree(trained_run, tmp_path):
     assert "v1" in git("tag").stdout and not git("status", "--porcelain").stdout.strip()
 
 
+@pytest.mark.slow
 def test_finalize_names_an_unreadable_test_frame(trained_run, tmp_path):
     run = release_copy(trained_run, tmp_path)
     cfg = yaml.safe_load((run / "config_resolved.yaml").read_text())
@@ -119,6 +120,7 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime_ns if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_killed_at_random_points_and_resumed_equals_uninterrupted(small_data, tmp_path):
     clean = subprocess.run(_cmd(small_data, tmp_path / "clean"), capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr[-2000:]
@@ -169,6 +171,7 @@ def _logged(run: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_a_kill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path):
     target = tmp_path / "last.ckpt"
     writer = ("import sys, torch\nfrom physiotouch.checkpoints.io import atomic_torch_save\n"
@@ -196,6 +199,7 @@ def test_unwritable_output_and_full_disk_fail_before_training(small_data, tmp_pa
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_or_malicious_last_checkpoint_gives_a_clear_error(small_data, tmp_path):
     out = tmp_path / "run"
     assert subprocess.run(_cmd(small_data, out, "trainer.max_epochs=1"), capture_output=True).returncode == 0

@@ -52,7 +52,7 @@ def test_params_grammar_means_what_the_plugin_meant():
 
 def test_search_on_current_optuna_prunes_and_writes_every_promised_file(small_data, tmp_path):
     assert int(optuna.__version__.split(".")[0]) >= 4
-    assert importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper._impl") is None  # the old plugin is gone
+    assert importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None  # neither the old plugin nor a shim
     storage = f"sqlite:///{tmp_path}/optuna.db"
     # two startup trials always finish (the importance plot needs two complete trials); the rest may be pruned
     cmd = sweep(small_data, tmp_path, storage, "pruned", 5, "trainer.max_epochs=3", "hydra/sweeper/pruner=median",
@@ -144,6 +144,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="physiotouch-coarse", storage=storage)
@@ -170,6 +171,7 @@ def test_dashboard_serves_the_study(tmp_path):
         server.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_a_config_written_for_the_plugin_still_runs(small_data, tmp_path):
     """lightning-hydra-template's form (less the plugin's own _target_, which physiotouch does not ship: the real
     plugin's import path belongs to its distribution): its sampler block, no storage, failures not allowed."""
@@ -243,6 +245,7 @@ def test_slurm_preset_runs_one_task_per_gpu():
     assert launcher.max_num_timeout > 0  # submitit requeues; Lightning's auto-requeue is off (test above)
 
 
+@pytest.mark.slow
 def test_any_term_of_the_objective_can_be_optimized(small_data, tmp_path, make_cfg):
     from physiotouch.training.run import run_training
 

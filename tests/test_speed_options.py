@@ -25,6 +25,7 @@ def _batch_losses(run: Path) -> list[float]:
         return [float(r["batch/loss_total"]) for r in csv.DictReader(fh) if r.get("batch/loss_total")]
 
 
+@pytest.mark.slow
 def test_compiled_training_gives_the_eager_losses(small_data, tmp_path):
     losses = {}
     for compiled in (False, True):
@@ -75,6 +76,7 @@ def test_ema_checkpoints_hold_the_averaged_weights_and_evaluation_uses_them(smal
     assert torch.equal(model.state_dict()[key.removeprefix("model.")], averaged[key])
 
 
+@pytest.mark.slow
 def test_evaluation_encodes_each_split_and_perturbation_once(trained_run, tmp_path):
     from physiotouch.checkpoints.format import load_model
     from physiotouch.data import build_datamodule
@@ -94,6 +96,7 @@ def test_evaluation_encodes_each_split_and_perturbation_once(trained_run, tmp_pa
     assert dict(encoder.PASSES) == expected  # the controls' encodings are one pass each too
 
 
+@pytest.mark.slow
 def test_data_check_shows_counts_and_rate(small_data):
     res = subprocess.run([sys.executable, "-m", "physiotouch.data", "check", "--root", str(small_data), "--index",
                           str(small_data / "index.csv")], capture_output=True, text=True,

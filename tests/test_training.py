@@ -46,6 +46,7 @@ def test_alternating_static_and_dynamic_branches(small_data, tmp_path, make_cfg,
         assert all(r.get("batch/loss_dynamic") and not r.get("batch/loss_static") for r in rows)
 
 
+@pytest.mark.slow
 def test_lr_schedule_matches_the_reference_formula(small_data, tmp_path, make_cfg):
     cfg = make_cfg(small_data, tmp_path, "trainer.max_epochs=4", "optim.warmup_epochs=2", "optim.accum_iter=2",
                    "optim.blr=2e-3", "trainer.log_every_n_steps=1")
@@ -107,6 +108,7 @@ def _history(out: Path) -> list[dict]:
     return safe_torch_load(out / "checkpoints" / "last.ckpt")["physiotouch"]["history"]
 
 
+@pytest.mark.slow
 def test_seed_zero_is_valid_differs_from_one_and_repeats(small_data, tmp_path, make_cfg):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
@@ -128,6 +130,7 @@ def test_validation_mask_is_fixed_per_clip_whatever_the_seed():
     assert torch.equal(na, b.fixed_noise(ids)) and torch.equal(na[0], na[2]) and not torch.equal(na[0], na[1])
 
 
+@pytest.mark.slow
 def test_resume_from_last_equals_an_uninterrupted_run(small_data, tmp_path, make_cfg):
     common = ("trainer.max_epochs=3", "optim.warmup_epochs=1", "optim.accum_iter=2")
     full = run_training(make_cfg(small_data, tmp_path / "full", *common))["history"]
@@ -155,6 +158,7 @@ def test_nan_loss_stops_with_a_message_and_a_saved_checkpoint(small_data, tmp_pa
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_nan_loss_in_the_cli_gives_one_line_and_exit_code(small_data, tmp_path):
     run = subprocess.run([sys.executable, "-m", "physiotouch.train", *train_overrides(small_data, tmp_path),
                           "trainer.max_epochs=1", "fault_injection.nan_at_step=1"], capture_output=True, text=True)
@@ -162,6 +166,7 @@ def test_nan_loss_in_the_cli_gives_one_line_and_exit_code(small_data, tmp_path):
     assert "error: non-finite training loss" in run.stderr and "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_multirun_seeds_land_as_jobs_of_one_folder(small_data, tmp_path):
     sweep = tmp_path / "sweep"
     overrides = [o for o in train_overrides(small_data, tmp_path) if not o.startswith("paths.output_dir")]
@@ -179,6 +184,7 @@ def test_multirun_seeds_land_as_jobs_of_one_folder(small_data, tmp_path):
         assert f"seed={seed}" in json.loads((d / "run_info.json").read_text())["overrides"]
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_with_the_alternating_scheme(small_data, tmp_path):
     """DDP (gloo) with 2 processes: the alternating scheme needs the unused-parameter search and the same
     static/dynamic coin on every rank; run files are written once."""

@@ -45,7 +45,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if change:  # the user chose other data on purpose (use_run_data=false)
         log.warning(change)
     out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
-    metrics = run_evaluation(model, datamodule, eval_config(cfg.eval), out)
+    settings = eval_config(cfg.eval)
+    if run is not None:  # one source: the masks this run validated with (its config), not the evaluate config's
+        validation = run.config().get("validation")
+        if isinstance(validation, dict) and isinstance(validation.get("mask_ratio"), (int, float)):
+            settings.mask_ratio = float(validation["mask_ratio"])
+    metrics = run_evaluation(model, datamodule, settings, out)
     loggers = instantiate_loggers(cfg)
     loggers = [lg for lg in loggers if not isinstance(lg, CSVLogger)] + [CSVLogger(str(out), name="csv", version="")]
     for lg in loggers:

@@ -77,11 +77,6 @@ class ClipDataset(Dataset):
                 "object": self.labels["object"][seq.object], "sensor": self.labels["sensor"][seq.sensor],
                 "clip_id": clip_id(seq.folder, t), "index": i}
 
-    def describe(self, i: int) -> dict[str, Any]:
-        seq = self.sequences[int(self.windows.seq[i])]
-        return {"folder": seq.folder, "t": int(self.windows.t[i]), "object": seq.object, "sensor": seq.sensor,
-                "granularity": seq.granularity}
-
 
 class TactileDataModule(L.LightningDataModule):
     def __init__(self, root: str, index: str, image_size: int, batch_size: int = 32, val_batch_size: int | None = None,

@@ -23,6 +23,7 @@ from physiotouch.data.augment import normalize, to_float_clips
 from physiotouch.data.datamodule import ClipDataset
 from physiotouch.models import TactileVideoMAE
 from physiotouch.models.mae import NUM_INPUT_FRAMES
+from physiotouch.utils.devices import auto_precision, uses_cuda
 
 PASSES: Counter = Counter()  # (split name, perturbation name) -> passes, for tests and logs
 
@@ -68,10 +69,7 @@ def _label(perturb) -> str:
 
 def resolve_device(device: str) -> tuple[str, str]:
     """`eval.device` (auto, cpu, cuda) -> (Lightning accelerator, precision): bf16-mixed on CUDA, 32-true on CPU."""
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda", "gpu")
-    if not cuda:
-        return "cpu", "32-true"
-    return "gpu", "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return ("gpu" if uses_cuda(device) else "cpu"), auto_precision(device)
 
 
 @functools.cache

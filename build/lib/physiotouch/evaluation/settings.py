@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import torch
-
+from physiotouch.utils.devices import device_name
 from physiotouch.utils.plain import to_plain
 
 from .robustness import DEFAULT_STRENGTHS
@@ -46,7 +45,7 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.device = device_name("auto")
 
 
 def eval_config(node) -> EvalConfig:

@@ -217,14 +217,6 @@ class TactileVideoMAE(nn.Module):
         loss = self.masked_mean(((pred.float() - target) ** 2).mean(dim=-1), mask)
         return {"loss_static": loss, "pred": pred, "mask": mask}
 
-    def forward(self, clips: torch.Tensor, path: str = "video", noise: torch.Tensor | None = None):
-        """One of the two paths ("video": `forward_video`, "image": `forward_image`), the names schemes use."""
-        if path == "video":
-            return self.forward_video(clips, noise)
-        if path == "image":
-            return self.forward_image(clips, noise)
-        raise ValueError(f"path must be 'video' or 'image'; got '{path}'")
-
     # ----------------------------------------------------------------------------------------------------------
     # which parameters a training scheme uses
     def unused_modules(self, paths: tuple[str, ...]) -> list[nn.Module]:

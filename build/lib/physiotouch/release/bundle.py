@@ -15,8 +15,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from physiotouch.checkpoints.export import export_safetensors
 from physiotouch.checkpoints.format import load_model, model_name, same_model
 from physiotouch.data import DataError, build_datamodule
@@ -25,6 +23,7 @@ from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.paths import REPO_DIR
 from physiotouch.run_folder import RunDir
 from physiotouch.utils import markdown as md
+from physiotouch.utils.devices import device_name
 from physiotouch.utils.files import sha256_file
 from physiotouch.utils.provenance import environment, git_state
 
@@ -149,7 +148,7 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
     change = target.run.data_change(datamodule.record)
     if change:  # checked before the look: a changed data set would waste it
         raise DataError(change + "; the data changed since the run")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_name("auto")
     log(f"evaluating the test split once: {target.checkpoint}")
     metrics = evaluate_test(model, datamodule, batch_size, mask_ratio, device)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,23 @@ from pathlib import Path
 from physiotouch.run_folder import RunDir
 from physiotouch.utils.markdown import commit, inert, table
 
+from .ledger import ReleaseError
+
 BEGIN, END = "<!-- physiotouch:final-results:begin -->", "<!-- physiotouch:final-results:end -->"
 
 
 def results_block(release_dir: Path) -> str:
-    """The generated "Final settings and results" text, from the release folder's files only."""
+    """The generated "Final settings and results" text, from the release folder's files only. A release folder that
+    physiotouch did not write (a missing key, a list for a mapping) is one line naming its release.json."""
+    try:
+        return _results_block(release_dir)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as err:
+        raise ReleaseError(f"'{release_dir / 'release.json'}' is not a physiotouch release's "
+                           f"({type(err).__name__}: {str(err)[:120]}); re-render from the release folder that "
+                           f"finalize wrote") from None
+
+
+def _results_block(release_dir: Path) -> str:
     r = json.loads((release_dir / "release.json").read_text())
     t, v, s = r["test"], r["validation"], r["settings"]
     f = lambda x: f"{x:.4f}" if isinstance(x, (int, float)) else "-"  # noqa: E731

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +28,7 @@ from physiotouch.hydra_setup import print_config, register_with_hydra, task_over
 from physiotouch.preflight import preflight
 from physiotouch.run_folder import RunDir, RunFolderError, trained_epochs
 from physiotouch.search.pruning import ReportToTrial, search_callbacks
+from physiotouch.utils.devices import auto_precision
 from physiotouch.utils.files import remove_stale_temps
 from physiotouch.utils.locks import FolderLock
 from physiotouch.utils.plain import to_plain
@@ -177,8 +177,7 @@ def best_value(history: list[dict], key: str, mode: str) -> float | None:
 def resolve_precision(trainer_cfg: DictConfig) -> None:
     if trainer_cfg.get("precision") != "auto":
         return
-    cuda = torch.cuda.is_available() and trainer_cfg.get("accelerator") in ("auto", "gpu", "cuda")
-    trainer_cfg.precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true"
+    trainer_cfg.precision = auto_precision(trainer_cfg.get("accelerator"))
 
 
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
