@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 
@@ -31,6 +32,23 @@ def test_fast_dev_run_every_scheme(small_data, tmp_path, make_cfg, scheme):
     assert (tmp_path / "splits.json").is_file() and (tmp_path / "run_info.json").is_file()
     assert (tmp_path / "health.json").is_file()
     assert result["metric"] is not None and math.isfinite(result["metric"])
+
+
+def test_early_stopping_and_rich_progress_bar_are_config_options(small_data, tmp_path, make_cfg):
+    """lightning-hydra-template's callback options: `callbacks=early_stopping` stops once val/objective stops
+    improving (patience 0 here: after the second validation at the latest), `callbacks=rich_progress_bar` trains."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    cfg = make_cfg(small_data, tmp_path / "es", "callbacks=early_stopping", "callbacks.early_stopping.patience=0",
+                   "callbacks.early_stopping.min_delta=1000", "trainer.max_epochs=6", "trainer.limit_train_batches=2",
+                   "trainer.limit_val_batches=1")
+    assert isinstance(hydra.utils.instantiate(cfg.callbacks.early_stopping), EarlyStopping)
+    run_training(cfg)
+    trained = [r for r in json.loads((tmp_path / "es" / "history.json").read_text()) if r["epoch"] >= 0]
+    assert len(trained) < 6  # stopped early
+    cfg = make_cfg(small_data, tmp_path / "rich", "callbacks=rich_progress_bar", "trainer.enable_progress_bar=true",
+                   "trainer.fast_dev_run=true")
+    assert run_training(cfg)["metric"] is not None
 
 
 @pytest.mark.parametrize("ratio,mode", [(1.0, 0), (0.0, 1)])
