@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from physiotouch.cli import user_errors
+from physiotouch.config_checks import validate_train_config
 from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.run_folder import RunDir
 from physiotouch.training.loggers import finish_wandb
@@ -33,6 +34,7 @@ def main(cfg: DictConfig) -> float | None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN  # one failed job must not end the sweep
     try:
         with user_errors(log, sweep_failure=record_failure if sweeping else None):
+            validate_train_config(cfg)  # every key and value, before the run folder is touched
             return run_training(cfg)["metric"]
         return None
     finally:

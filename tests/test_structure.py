@@ -111,3 +111,27 @@ def test_a_run_folder_names_its_own_files(tmp_path):
     assert run.best_checkpoint() == best  # the name, looked up in the run's own checkpoints/
     assert run.config() == {"seed": 3} and run.summary()["best_checkpoint"].endswith("best-epoch002.ckpt")
     assert RunDir.of_checkpoint(tmp_path / "loose.ckpt") is None
+
+
+def test_no_package_imports_one_that_imports_it_back():
+    """The package graph (each folder of physiotouch/ and each top-level module as one node) has no cycle: no lower
+    module imports a higher one (e.g. hydra_setup -> training -> hydra_setup, models -> checkpoints -> models)."""
+    import ast
+    from collections import defaultdict
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "physiotouch"
+    edges: dict[str, set[str]] = defaultdict(set)
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        unit = parts[0] if len(parts) > 1 else parts[0][:-3]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            edges[unit] |= {n.split(".")[1] for n in names if n.startswith("physiotouch.")} - {unit}
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(n == goal or (n not in seen and not seen.add(n) and reaches(n, goal, seen)) for n in edges[start])
+
+    cycles = sorted((a, b) for a in list(edges) for b in edges[a] if reaches(b, a, set()))
+    assert not cycles, cycles

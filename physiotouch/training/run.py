@@ -22,14 +22,13 @@ from physiotouch.checkpoints.format import check_resumable
 from physiotouch.checkpoints.lightning_io import AtomicCheckpointIO
 from physiotouch.checkpoints.weights import load_weights_into
 from physiotouch.cli import ConfigError
-from physiotouch.config_checks import validate_train_config
 from physiotouch.data import TactileDataModule, build_datamodule
-from physiotouch.hydra_setup import print_config, register_with_hydra, task_overrides
 from physiotouch.preflight import preflight
 from physiotouch.run_folder import RunDir, RunFolderError, trained_epochs
 from physiotouch.search.pruning import ReportToTrial, search_callbacks
 from physiotouch.utils.devices import auto_precision
 from physiotouch.utils.files import remove_stale_temps
+from physiotouch.utils.hydra_runtime import print_config, task_overrides
 from physiotouch.utils.locks import FolderLock
 from physiotouch.utils.plain import to_plain
 from physiotouch.utils.provenance import run_info
@@ -52,9 +51,8 @@ class Built:
 
 
 def run_training(cfg: DictConfig) -> dict:
-    """Train once as configured. Returns {metric, health, output_dir, best_checkpoint, history, summary}."""
-    register_with_hydra()
-    validate_train_config(cfg)
+    """Train once as configured (a config `config_checks.validate_train_config` has checked: the train command does).
+    Returns {metric, health, output_dir, best_checkpoint, history, summary}."""
     run = RunDir(Path(cfg.paths.output_dir))
     preflight(run.path, cfg.preflight.min_free_disk_mb)
     if rank_zero_only.rank != 0:  # DDP's other ranks: rank zero holds the folder
