@@ -192,6 +192,16 @@ class RunDir:
         return (f"the data or split differ from those the run used ({self.path / self.SPLITS}): data version "
                 f"{trained.get('data_version')} then, {record['data_version']} now")
 
+    def relative(self, path: str | Path | None) -> str | None:
+        """A path inside this folder as written in its files: relative to the folder (a copied or moved run folder
+        still names its own files); a path outside it as it is."""
+        if not path:
+            return None
+        try:
+            return str(Path(path).resolve().relative_to(self.path.resolve()))
+        except ValueError:
+            return str(path)
+
     def best_checkpoint(self) -> Path | None:
         """The best checkpoint by validation that summary.json names, if it lies in this run's checkpoints/."""
         best = self.summary().get("best_checkpoint") if self.has(self.SUMMARY) else None

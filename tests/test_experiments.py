@@ -282,3 +282,19 @@ def test_paired_effect_ci_and_smallest_detectable_difference_match_references():
     assert got["effect_dz"] == pytest.approx(sum(diffs) / len(diffs) / sd)
     d = TTestPower().solve_power(nobs=len(diffs), alpha=0.05, power=0.8, alternative="two-sided")
     assert got["mdd"] == pytest.approx(d * sd, rel=1e-3)
+
+
+def test_a_copied_run_folder_still_names_its_best_checkpoint(trained_run, tmp_path):
+    """summary.json names the best checkpoint relative to the run, so a copied or moved folder keeps it (the report
+    showed "-" for a copy when the path was absolute)."""
+    import shutil
+
+    from physiotouch.experiments.runs import load_run
+    from physiotouch.run_folder import RunDir
+
+    best = json.loads((trained_run / "summary.json").read_text())["best_checkpoint"]
+    assert best.startswith("checkpoints/best-") and not Path(best).is_absolute()
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(trained_run, copy)
+    assert RunDir(copy).best_checkpoint() == copy / best
+    assert load_run(copy).checkpoint_id().startswith(Path(best).name + "@")

@@ -72,10 +72,8 @@ class Run:
         return float(value) if value is not None else None
 
     def checkpoint_id(self) -> str:
-        best = self.summary.get("best_checkpoint")
-        if not best or not Path(best).is_file():
-            return "-"
-        return f"{Path(best).name}@{sha256_file(best)[:10]}"
+        best = RunDir(self.path).best_checkpoint()  # summary.json names it relative to the run (older runs: absolute)
+        return f"{best.name}@{sha256_file(best)[:10]}" if best is not None else "-"
 
 
 def load_run(path: Path) -> Run:

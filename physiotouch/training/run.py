@@ -149,7 +149,7 @@ def write_run_outputs(cfg: DictConfig, built: Built) -> dict:
     pruned_at = next((c.pruned_at for c in trainer.callbacks if isinstance(c, ReportToTrial)), None)
     result = {"metric": metric, "health": health, "output_dir": str(run.path), "history": history,
               "best_checkpoint": best_cb.best_model_path if best_cb else None, "summary": summary}
-    _write_json(run, RunDir.SUMMARY, {**summary, "best_checkpoint": result["best_checkpoint"],
+    _write_json(run, RunDir.SUMMARY, {**summary, "best_checkpoint": run.relative(result["best_checkpoint"]),
                                       "optimized_metric": cfg.optimized_metric, "optimized_value": metric,
                                       "health": health["overall"], "pruned_at_epoch": pruned_at})
     return result
