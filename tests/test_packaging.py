@@ -4,6 +4,7 @@ distribution's files, and runs the main job from any folder, writing its runs th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,13 +17,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_a_wheel_installed_elsewhere_runs_the_main_job_from_another_folder(tmp_path):
+    # Built from a copy of the sources: setuptools writes its build/ folder beside them, never into the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("physiotouch", "hydra_plugins"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(REPO)], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     wheel = next(wheels.glob("physiotouch-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "physiotouch/conf/train.yaml" in names and "physiotouch/conf/model/vit_l14.yaml" in names
     assert "hydra_plugins/physiotouch_sweeper/__init__.py" in names
+    assert not [n for n in names if n.startswith("physiotouch/conf/local/") and n.endswith(".yaml")], \
+        "this machine's own settings (physiotouch/conf/local/) in the wheel"
     assert not [n for n in names if n.startswith("hydra_plugins/") and "physiotouch" not in n], \
         "files under another distribution's import path"
     site = tmp_path / "site"
