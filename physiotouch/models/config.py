@@ -89,21 +89,19 @@ class ModelConfig:
         """Sizes first, arithmetically, before anything is built (a ~1 KB edit of a checkpoint's config must not make a
         model of 20,000 layers on any device), then how they fit together."""
         e = self.encoder
+        sizes = [(f"model.{where}.{key}", getattr(node, key), SIZE_LIMITS[key])
+                 for where, node in (("encoder", e), ("decoder", self.decoder))
+                 for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")]
+        sizes += [(f"model.encoder.{key}", getattr(e, key), SIZE_LIMITS[key])
+                  for key in ("image_size", "patch_size", "num_channels")]
+        sizes.append(("model.projection_dim", self.projection_dim, SIZE_LIMITS["hidden_size"]))
+        for key, value, limit in sizes:
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                raise ConfigError(f"{key}={value!r} must be an integer in [1, {limit}]")
         for where, node in (("encoder", e), ("decoder", self.decoder)):
-            for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
-                value = getattr(node, key)
-                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= SIZE_LIMITS[key]:
-                    raise ConfigError(f"model.{where}.{key}={value!r} must be an integer in [1, {SIZE_LIMITS[key]}]")
             if node.hidden_size % node.num_attention_heads:
                 raise ConfigError(f"model.{where}.hidden_size {node.hidden_size} is not a multiple of "
                                   f"num_attention_heads {node.num_attention_heads}")
-        for key in ("image_size", "patch_size", "num_channels"):
-            value = getattr(e, key)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= SIZE_LIMITS[key]:
-                raise ConfigError(f"model.encoder.{key}={value!r} must be an integer in [1, {SIZE_LIMITS[key]}]")
-        if not isinstance(self.projection_dim, int) or not 1 <= self.projection_dim <= SIZE_LIMITS["hidden_size"]:
-            raise ConfigError(f"model.projection_dim={self.projection_dim!r} must be an integer in "
-                              f"[1, {SIZE_LIMITS['hidden_size']}]")
         if e.image_size % e.patch_size:
             raise ConfigError(f"model.encoder.image_size {e.image_size} is not a multiple of patch_size {e.patch_size}")
         if not 0.0 <= self.mask_ratio < 1.0:
