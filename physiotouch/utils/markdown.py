@@ -9,10 +9,15 @@ import re
 HEX_COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 
 
+def _one_escaped_line(value) -> str:
+    """Whitespace runs (newlines included) as one space; `<`, `>` and `&` HTML-escaped, so that no tag, comment or
+    generated-block marker can form."""
+    return html.escape(" ".join(str(value).split()), quote=False)
+
+
 def inert(value) -> str:
-    """A value from a file as plain text on one line: whitespace runs (newlines included) become one space, `<`, `>`
-    and `&` are HTML-escaped (so no tag, comment or generated-block marker can form), backticks become quotes."""
-    return html.escape(" ".join(str(value).split()), quote=False).replace("`", "'")
+    """A value from a file as plain text on one line, HTML-escaped, backticks as quotes (it cannot end a code span)."""
+    return _one_escaped_line(value).replace("`", "'")
 
 
 def commit(value) -> str:
@@ -22,7 +27,7 @@ def commit(value) -> str:
 
 def cell(value) -> str:
     """A table cell: one line, HTML-escaped, `|` as `/` (backticks kept: cells may show `code`)."""
-    return html.escape(" ".join(str(value).split()), quote=False).replace("|", "/")
+    return _one_escaped_line(value).replace("|", "/")
 
 
 def table(header: list, rows: list[list]) -> list[str]:
