@@ -44,6 +44,8 @@ class ClipEncoder(L.LightningModule):
             clean = clean[:, :NUM_INPUT_FRAMES]
         normed = normalize(clean)
         ids = batch["clip_id"].cpu()
+        # the fixed validation masks depend on the clip only: one draw for every perturbation
+        masks = self.model.fixed_mask_noise(ids, self.model.num_patches).to(clean.device) if self.errors else None
         shared: dict = {}  # per-clip draws the perturbations of this batch share (e.g. one noise image per clip)
         labels = {k: batch[k].cpu().numpy() for k in ("object", "sensor", "clip_id", "index")}
         out = {}
@@ -56,9 +58,8 @@ class ClipEncoder(L.LightningModule):
                 clips = normalize(perturb(clean, ids, shared))
             values = {"x": self.model.encode(clips, "video")}
             if self.errors:
-                noise = self.model.fixed_mask_noise(ids, self.model.num_patches).to(clips.device)
                 values.update(per_clip_errors(self.model, clips, self.model.forward_video(
-                    clips, noise, mask_ratio=self.mask_ratio)))
+                    clips, masks, mask_ratio=self.mask_ratio)))
             out[_label(perturb)] = {**{k: v.float().cpu().numpy() for k, v in values.items()}, **labels}
         return out
 
@@ -99,14 +100,14 @@ def encode_each(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: in
     """`encode` under each perturbation (None: clean) in one pass over `ds` -> {perturbation label: features}."""
     for perturb in perturbations:
         PASSES[(name, _label(perturb))] += 1
-    accelerator, auto_precision = resolve_device(device)
+    accelerator, device_precision = resolve_device(device)
     if limit and limit < len(ds):
         ds = Subset(ds, range(limit))
     if len(ds) == 0:  # nothing to encode (e.g. no window late enough to test): counted, but nothing runs
         return {_label(p): {"x": np.zeros((0, 0), np.float32), "index": np.zeros(0, np.int64)} for p in perturbations}
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=accelerator == "gpu")
     model.eval()
-    parts = _trainer(accelerator, precision or auto_precision).predict(
+    parts = _trainer(accelerator, precision or device_precision).predict(
         ClipEncoder(model, mask_ratio, errors, perturbations), dataloaders=loader)
     model.cpu()
     base = ds.dataset if isinstance(ds, Subset) else ds  # a Subset's items carry the base dataset's index
