@@ -61,7 +61,7 @@ def main() -> None:
     keys = [k for k, v in m_old.items() if isinstance(v, float) and k in m_new and ("/probe_" in k or "/loso_" in k)]
     diffs = sorted(((abs(m_old[k] - m_new[k]), k) for k in keys if isinstance(m_new.get(k), float)), reverse=True)
     verdicts = [k for k, row in m_old["controls"].items()
-                if row.get("beats_controls") != m_new["controls"].get(k, {}).get("beats_controls")]
+                if row.get("better_than_all") != m_new["controls"].get(k, {}).get("better_than_all")]
     print(f"\nprobe metrics compared: {len(diffs)}; largest |old - new|: "
           + ", ".join(f"{k} {d:.4f}" for d, k in diffs[:3]))
     print(f"'beats all controls' verdicts that differ: {len(verdicts)} of {len(m_old['controls'])}"

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from physiotouch.cli import ConfigError
 from physiotouch.data.augment import AugmentConfig
+from physiotouch.data.background import BACKGROUNDS
 from physiotouch.data.splits import SplitConfig
 from physiotouch.data.synthetic import SynthConfig
 from physiotouch.models.config import ModelConfig
@@ -73,6 +74,7 @@ TRAIN_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.batch_size", positive_int, "an integer >= 1"),
     ("data.val_batch_size", optional(positive_int), "null or an integer >= 1"),
     ("data.num_workers", non_negative_int, "an integer >= 0"),
+    ("data.background", lambda v: v in BACKGROUNDS, f"one of {', '.join(BACKGROUNDS)}"),
     ("loss.alpha", non_negative, "a finite number >= 0"),
     ("loss.beta", non_negative, "a finite number >= 0"),
     ("loss.static_ratio", unit, "a number in [0, 1]"),

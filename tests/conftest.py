@@ -62,3 +62,13 @@ def trained_run(tmp_path_factory) -> Path:
     cfg = compose_config(train_overrides(data, out, "trainer.max_epochs=3", "data.batch_size=16"))
     run_training(cfg)
     return out
+
+
+@pytest.fixture(autouse=True)
+def own_repository_ledger(tmp_path, monkeypatch):
+    """In-process tests release on the tests' own tiny data sets, whose objects share names with those this
+    repository's releases tested: each test gets its own empty repository ledger (the rule is tested against the
+    real one in tests/test_release.py, on purpose)."""
+    from physiotouch.release import ledger
+
+    monkeypatch.setattr(ledger, "REPOSITORY_LEDGER", tmp_path / "repository_releases" / ledger.LEDGER)

@@ -143,7 +143,9 @@ def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp
 
     from physiotouch.checkpoints.format import load_model
     from physiotouch.data import build_datamodule
+    from physiotouch.evaluation.controls import CONTROLS
     from physiotouch.evaluation.run import EvalConfig, run_evaluation
+    from physiotouch.evaluation.verdicts import VERDICTS
     from physiotouch.run_folder import read_yaml
 
     cfg = read_yaml(trained_run / "config_resolved.yaml")
@@ -153,18 +155,27 @@ def test_every_probe_and_reconstruction_number_has_its_controls(trained_run, tmp
     metrics = run_evaluation(model, datamodule, EvalConfig(robustness={"enabled": False}), tmp_path)
     controls = json.loads((tmp_path / "metrics.json").read_text())["controls"]
     for key in ("val/probe_sensor_accuracy", "val/probe_sensor_macro_f1", "val/probe_sensor_knn_accuracy"):
-        assert set(controls[key]) == {"raw_pixels", "pixel_change", "untrained", "majority", "beats_controls"}
-        assert all(isinstance(controls[key][c], float) for c in ("raw_pixels", "pixel_change", "untrained", "majority"))
+        assert set(controls[key]) == {*CONTROLS, "better_than_all"}
+        for c in CONTROLS:  # each control: its value, the paired per-object difference, its interval, a verdict
+            row = controls[key][c]
+            assert isinstance(row["value"], float) and row["verdict"] in VERDICTS
+            assert {"diff", "diff_ci95", "objects", "clips"} <= set(row)
+            if row["objects"] < 5:  # the validation split's few objects: never a verdict
+                assert row["verdict"] == "insufficient data" and row["diff_ci95"] is None
     # the majority control, recomputed here from the split's labels: train's commonest sensor, scored on val
     train_sensors = [datamodule.labels["sensor"][s.sensor] for s in datamodule.datasets["train"].sequences
                      for _ in range(s.num_windows)]
     val_sensors = np.array([datamodule.labels["sensor"][s.sensor] for s in datamodule.datasets["val"].sequences
                             for _ in range(s.num_windows)])
     expected = float((val_sensors == np.bincount(train_sensors).argmax()).mean())
-    assert controls["val/probe_sensor_accuracy"]["majority"] == pytest.approx(expected)
-    # reconstruction beside its baselines on the same patches; frame 4's copy baseline is frame 3
-    assert controls["val/recon_pred"]["copy_last_visible_frame"] == metrics["val/recon_copy_frame3"]
-    assert {"mean_frame", "beats_controls"} <= set(controls["val/recon_static"])
+    assert controls["val/probe_sensor_accuracy"]["majority"]["value"] == pytest.approx(expected)
+    # reconstruction beside its baselines on the same patches: frame 4's input-matched copies among them
+    assert controls["val/recon_pred"]["copy_all_frame3"]["value"] == pytest.approx(metrics["val/recon_copy_frame3"])
+    for name in ("copy_own_frame3", "copy_visible_frame3"):
+        row = controls["val/recon_pred"][name]
+        assert row["value"] == pytest.approx(metrics[f"val/recon_{name}"])
+        assert row["model_wins_fraction"] == pytest.approx(metrics[f"val/pred_beats_{name}_fraction"])
+    assert {"mean_frame", "better_than_all"} <= set(controls["val/recon_static"])
     report = (tmp_path / "report.md").read_text()
     assert "## Controls" in report and "| val/probe_sensor_accuracy |" in report
     # issue 11: no probe is fit and tested on the same sequence (only the named re-identification diagnostic is)

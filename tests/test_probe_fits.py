@@ -79,7 +79,7 @@ def test_every_metric_of_every_probe_agrees_on_the_built_in_layout(small_data, t
     from physiotouch.evaluation.controls import RawPixels
     from physiotouch.evaluation.encoder import encode
     from physiotouch.evaluation.probes import build_tasks, pool
-    from physiotouch.evaluation.run import evaluation_labels
+    from physiotouch.evaluation.targets import clip_targets
 
     from .conftest import train_overrides
 
@@ -93,7 +93,7 @@ def test_every_metric_of_every_probe_agrees_on_the_built_in_layout(small_data, t
     feats = {s: encode(RawPixels(), dm.datasets[s], 64, 0.75, errors=False, name=f"{s}:raw") for s in ("train", "val")}
     pooled = pool(feats)
     cfg = ProbeConfig()
-    tasks = build_tasks(pooled, dm.record["labels"], evaluation_labels(dm, pooled["folder"]), cfg)
+    tasks = build_tasks(pooled, dm.record["labels"], clip_targets(dm.index, pooled, cfg)[0], cfg)
     assert tasks
     # 1. every probe at its default value (no tuning): the solvers alone, on correlated real features. LoSO's
     # probes fit two sensors and are scored on a third at chance level, where the last digits of the weights

@@ -11,7 +11,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from physiotouch.data.synthetic import MOTIONS, SynthConfig, generate
+from physiotouch.data.synthetic import MOTIONS, ROTATION_SYMMETRIC, SynthConfig, generate
+from physiotouch.data.trajectory import read_trajectory, window_targets
 from physiotouch.evaluation.probes import ProbeConfig, build_tasks, pool, run_probes, sequence_folds
 
 SEQ = dict(num_objects=6, frames=16, width=48, height=36, seed=4, sequences=3)
@@ -31,26 +32,64 @@ def test_generator_writes_several_sequences_per_object_with_their_attributes(seq
     assert [r["folder"] for r in rows] == index and len(index) == 6 * 3 * 3
     per_object = Counter(r["shape"] for r in rows)
     assert set(per_object.values()) == {9}  # 3 sequences on each of 3 sensors
-    for shape in per_object:  # every object is pressed, slid and rotated
-        assert {r["motion"] for r in rows if r["shape"] == shape} == set(MOTIONS)
+    for shape in per_object:  # every object is pressed, slid and rotated; a rotation-symmetric one is never rotated
+        expected = set(MOTIONS) - ({"rotate"} if shape in ROTATION_SYMMETRIC else set())
+        assert {r["motion"] for r in rows if r["shape"] == shape} == expected
+    assert ROTATION_SYMMETRIC & set(per_object)  # the fixture holds one
     depths = [float(r["peak_depth"]) for r in rows]
     assert 0 < min(depths) < max(depths) <= 1.0 and len(set(depths)) > 0.9 * len(depths)  # each its own depth
+    truth, problems = read_trajectory(seq_data / "index.csv", index)  # the per-frame truth of every sequence
+    assert not problems and sorted(truth) == sorted(index)
+    for r in rows:
+        frames = truth[r["folder"]]
+        assert frames.shape == (16, 4) and abs(frames[:, 3].max() - float(r["peak_depth"])) < 1e-3
+        if r["motion"] != "rotate":
+            assert np.ptp(frames[:, 2]) == 0  # the angle moves only when the object is rotated
+
+
+def test_window_targets_describe_the_frames_the_encoder_sees():
+    """Each window's targets come from frames t-3..t-1 (what the encoder sees), never from frame t or the sequence."""
+    n = 12
+    still = np.zeros((n, 4))
+    still[:, 3] = 0.5
+    assert window_targets(still, 5) == {"motion": "none", "depth": 0.5, "travel": 0.0, "rotation": 0.0}
+    press = still.copy()
+    press[:, 3] = np.linspace(0.2, 0.9, n)
+    release, slide, turn, lift = press[::-1].copy(), still.copy(), still.copy(), still.copy()
+    slide[:, 0] = np.linspace(0, 0.6, n)
+    turn[:, 2] = np.linspace(0, 3.0, n)
+    lift[:, 3] = 0.0
+    lift[:, 0] = np.linspace(0, 0.6, n)  # moving, but not touching: nothing shows
+    for traj, motion in ((press, "press"), (release, "release"), (slide, "slide"), (turn, "rotate"), (lift, "none")):
+        assert window_targets(traj, 6)["motion"] == motion
+    assert window_targets(press, 6)["depth"] == pytest.approx(press[3:6, 3].mean())
+    assert window_targets(slide, 6)["travel"] == pytest.approx(2 * 0.6 / (n - 1))
+    changed = press.copy()
+    changed[6] = [9, 9, 9, 9]  # frame t itself: the model predicts it, the probe never sees it
+    assert window_targets(changed, 6) == window_targets(press, 6)
+    gap = press.copy()
+    gap[4] = np.nan  # a frame without a row: no target
+    assert window_targets(gap, 6) is None and window_targets(press, n + 1) is None
 
 
 @pytest.mark.slow
-def test_check_validates_labels_csv(seq_data, tmp_path):
+def test_check_validates_labels_csv_and_trajectory_csv(seq_data, tmp_path):
     import shutil
 
     data = tmp_path / "d"
     shutil.copytree(seq_data, data)
+    first = (data / "index.csv").read_text().split(",")[0]
     with (data / "labels.csv").open("a") as fh:
-        fh.write("data_nowhere_x_digit,press,0.5,sphere,smooth\n" + f"{(data / 'index.csv').read_text().split(',')[0]}"
-                 ",slide,deep,sphere,smooth\n")
+        fh.write(f"data_nowhere_x_digit,press,0.5,sphere,smooth\n{first},slide,deep,sphere,smooth\n")
+    with (data / "trajectory.csv").open("a") as fh:
+        fh.write(f"data_nowhere_x_digit,0,0,0,0,0\n{first},0,0,0,0,0\n{first},99,0,nan,0,0\n{first},x,0,0,0,0\n")
     out = subprocess.run([sys.executable, "-m", "physiotouch.data", "check", "--root", str(data), "--index",
                           str(data / "index.csv")], capture_output=True, text=True)
+    text = out.stdout + out.stderr
     assert out.returncode == 1
-    assert "labels.csv" in out.stdout + out.stderr and "is not in the index" in out.stdout + out.stderr
-    assert "labelled twice" in out.stdout + out.stderr
+    assert "labels.csv" in text and "is not in the index" in text and "labelled twice" in text
+    for why in ("listed twice", "x, y, angle, depth finite", "frame must be an integer"):
+        assert "trajectory.csv" in text and why in text, why
 
 
 def test_held_out_sequence_folds_never_share_a_sequence_and_mix_sensors():
@@ -74,9 +113,10 @@ def test_attribute_labels_are_learnable_from_pixels_on_held_out_sequences(tmp_pa
     pooled pixels' change between frames beats the majority class. (Raw pooled pixels with a linear probe do not:
     a slide's or a rotation's direction varies, only its magnitude tells the motion; README, evaluation.)"""
     from physiotouch.data import build_datamodule
+    from physiotouch.evaluation.contact_features import ContactFrames, contact_features
     from physiotouch.evaluation.controls import RawPixels, majority_metrics, pixel_change
     from physiotouch.evaluation.encoder import encode
-    from physiotouch.evaluation.run import evaluation_labels
+    from physiotouch.evaluation.targets import clip_targets
     from physiotouch.hydra_setup import compose_config
     from physiotouch.utils.plain import to_plain
 
@@ -87,15 +127,22 @@ def test_attribute_labels_are_learnable_from_pixels_on_held_out_sequences(tmp_pa
     feats = {s: encode(RawPixels(), dm.datasets[s], 64, 0.75, errors=False, name=f"{s}:raw") for s in ("train", "val")}
     pooled = pool(feats)
     pcfg = ProbeConfig()
-    tasks = build_tasks(pooled, dm.record["labels"], evaluation_labels(dm, pooled["folder"]), pcfg)
+    targets, not_run = clip_targets(dm.index, pooled, pcfg)
+    tasks = build_tasks(pooled, dm.record["labels"], targets, pcfg)
     names = {t.name for t in tasks}
-    assert {"motion", "peak_depth", "object", "sensor"} <= names  # surface needs both kinds among train objects
+    assert not not_run and {"motion", "peak_depth", "object", "sensor", "window_motion", "window_depth",
+                            "window_travel", "window_rotation"} <= names
     change, majority = run_probes(tasks, pixel_change(pooled["x"]), pcfg)[0], majority_metrics(tasks, pcfg)
     assert change["val/probe_motion_accuracy"] > majority["val/probe_motion_accuracy"] + 0.05, (change, majority)
     assert majority["val/probe_peak_depth_r2"] <= 0.0 < majority["val/probe_peak_depth_mae"]
+    frames = pool({s: encode(ContactFrames(), dm.datasets[s], 64, 0.75, errors=False, name=f"{s}:contact")
+                   for s in ("train", "val")})
+    ceiling = run_probes(tasks, contact_features(frames["x"], frames["sensor"], frames["t"] - 3 == frames["start"]),
+                         pcfg)[0]  # the hand-made ceiling reads each window's motion and depth from the pixels
+    assert ceiling["val/probe_window_motion_accuracy"] > 0.75 and ceiling["val/probe_window_depth_r2"] > 0.3, ceiling
     for task in tasks:  # unseen objects for the attributes: every non-test object tested once, by a probe fit on others
-        if task.name in ("motion", "peak_depth", "surface"):
+        if task.name in ("motion", "peak_depth", "surface", "window_motion", "window_depth"):
             for fit, test in task.folds:
                 assert not set(pooled["object"][fit]) & set(pooled["object"][test])
-            assert sorted(task.tested.tolist()) == sorted(np.flatnonzero(np.isin(pooled["folder"], list(
-                evaluation_labels(dm, pooled["folder"])))).tolist())
+            has = np.array([v is not None for v in targets[task.name].values])
+            assert sorted(task.tested.tolist()) == np.flatnonzero(has).tolist()

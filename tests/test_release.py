@@ -20,7 +20,7 @@ import yaml
 from physiotouch.checkpoints.io import atomic_torch_save
 from physiotouch.preflight import PreflightError
 from physiotouch.release.bundle import ReleaseError, finalize
-from physiotouch.release.docs_block import BEGIN
+from physiotouch.release.docs_block import BEGIN, results_block
 from physiotouch.training.run import run_training
 from physiotouch.utils.files import sha256_file
 
@@ -61,9 +61,14 @@ def test_finalize_once_then_refuse_then_force(trained_run, tmp_path):
     assert all(sha256_file(out / name) == digest for name, digest in sums.items())
     test = json.loads((out / "test_metrics.json").read_text())
     assert test["test/clips"] > 0 and test["test/objective"] > 0
-    readme = (root / "README.md").read_text()
-    assert f"{test['test/objective']:.4f}" in readme and "evaluated exactly once" in readme
-    assert readme.endswith("after\n") and "nothing yet" not in readme
+    assert "nothing yet" in (root / "README.md").read_text()  # a look without --tag publishes nothing
+    block = results_block(out)  # what --tag (or --docs-from) writes into the README
+    assert f"{test['test/objective']:.4f}" in block and "evaluated exactly once" in block
+    assert "Test probes beside their controls" in block and "insufficient data" in block  # 1 test object
+    controls = test["controls"]["test/probe_sensor_accuracy"]
+    assert {"raw_pixels", "pixel_change", "untrained", "contact_features", "majority"} <= set(controls)
+    assert all(c["verdict"] == "insufficient data" and c["diff_ci95"] is None for k, c in controls.items()
+               if k != "better_than_all")
     ledger = json.loads((tmp_path / "datadir" / "test_ledger.json").read_text())
     assert len(next(iter(ledger.values()))) == 1
 
@@ -71,7 +76,7 @@ def test_finalize_once_then_refuse_then_force(trained_run, tmp_path):
         finalize(run, tmp_path / "rel2", docs_root=root, log=lambda *_: None)
     forced = finalize(run, tmp_path / "rel3", force=True, docs_root=root, log=lambda *_: None)
     assert json.loads((forced / "release.json").read_text())["forced"] is True
-    assert "Forced re-evaluation" in (root / "Task.md").read_text()
+    assert "Forced re-evaluation" in results_block(forced)
     assert len(next(iter(json.loads((tmp_path / "datadir" / "test_ledger.json").read_text()).values()))) == 2
 
 
@@ -79,6 +84,7 @@ def test_tag_only_on_a_clean_tree(trained_run, tmp_path):
     run, root = release_copy(trained_run, tmp_path), docs(tmp_path)
     git = lambda *a: subprocess.run(["git", *a], cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
     git("init", "-q")
+    (root / ".gitignore").write_text("/releases/*\n!/releases/test_ledger.json\n")  # as this repository's
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init")
     git("add", ".")
     (root / "README.md").write_text((root / "README.md").read_text())  # staged but uncommitted: dirty
@@ -88,8 +94,13 @@ def test_tag_only_on_a_clean_tree(trained_run, tmp_path):
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "docs")
     subprocess.run(["git", "config", "user.email", "t@t"], cwd=root, check=True)
     subprocess.run(["git", "config", "user.name", "t"], cwd=root, check=True)
-    finalize(run, tmp_path / "rel", tag="v1", docs_root=root, log=lambda *_: None)
+    finalize(run, root / "releases" / "v1", tag="v1", docs_root=root, log=lambda *_: None)
     assert "v1" in git("tag").stdout and not git("status", "--porcelain").stdout.strip()
+    committed = git("show", "--name-only", "--format=", "v1").stdout.split()
+    # the block, the ledger and the small release.json it cites are committed; the model files are not
+    assert {"README.md", "Task.md", "releases/test_ledger.json", "releases/v1/release.json"} <= set(committed)
+    assert not [f for f in committed if f.endswith((".ckpt", ".safetensors"))]
+    assert "releases/v1/release.json" in (root / "README.md").read_text()
 
 
 @pytest.mark.slow
@@ -267,4 +278,38 @@ def test_the_release_states_the_replicates_behind_its_configuration(trained_run,
     assert sorted(Path(r).name for r in behind["runs"]) == ["seed2", "seed3"]  # not the other configuration
     best = min(r["val/objective"] for r in json.loads((trained_run / "history.json").read_text()) if r["epoch"] >= 0)
     assert behind["val/objective"]["n"] == 2 and behind["val/objective"]["mean"] == pytest.approx(best)
-    assert f"val/objective {best:.4f} ± 0.0000" in (root / "README.md").read_text()
+    assert f"val/objective {best:.4f} ± 0.0000" in results_block(out)
+
+
+def test_each_test_object_is_looked_at_once_whatever_the_route(trained_run, tmp_path, monkeypatch):
+    """Issue 20's three routes to a second look, against this repository's real ledger (v0.1.0 tested cylinder and
+    ring, v0.2.0 ridged and sphere): another --docs-root, a subset of a tested set, a new mix holding one tested
+    object. Each is refused before anything is looked at or written; an untested set passes."""
+    from physiotouch.paths import REPO_DIR
+    from physiotouch.release import ledger
+
+    monkeypatch.setattr(ledger, "REPOSITORY_LEDGER", REPO_DIR / "releases" / ledger.LEDGER)
+    real = json.loads(ledger.REPOSITORY_LEDGER.read_text())
+    assert {"cylinder", "ring", "ridged", "sphere"} <= set(ledger.tested_groups([ledger.REPOSITORY_LEDGER]))
+    other_docs = docs(tmp_path)  # route 1: a docs root with no ledger of its own
+    ledgers = ledger.known_ledgers(other_docs, tmp_path / "no_data_dir")
+    assert ledger.REPOSITORY_LEDGER in ledgers
+
+    def split(test: list[str]) -> dict:
+        return {"groups": {"train": ["edge", "dotted"], "val": ["flat"], "test": test}}
+
+    for test, named in ((["ridged", "sphere"], "already evaluated"),  # the same set, from elsewhere
+                        (["ridged"], "ridged \\(v0.2.0-synthetic"),  # route 2: a subset of a tested set
+                        (["ring", "hexagon2"], "ring \\(v0.1.0-synthetic")):  # route 3: one tested object in a new mix
+        with pytest.raises(ReleaseError, match=named):
+            ledger.check_first_look(split(test), ledgers, force=False)
+    assert ledger.check_first_look(split(["hexagon2", "pyramid2"]), ledgers, force=False) == ([], {})
+    # through the command: the tiny run tests `ridged`; refused with another docs root, nothing looked at or written
+    run = release_copy(trained_run, tmp_path)
+    assert json.loads((run / "splits.json").read_text())["groups"]["test"] == ["ridged"]
+    readme = (other_docs / "README.md").read_text()
+    with pytest.raises(ReleaseError, match="ridged"):
+        finalize(run, tmp_path / "rel", docs_root=other_docs, log=lambda *_: None)
+    assert not (tmp_path / "rel").exists() and not (tmp_path / "datadir" / "test_ledger.json").exists()
+    assert (other_docs / "README.md").read_text() == readme  # a look that fails writes no document
+    assert json.loads(ledger.REPOSITORY_LEDGER.read_text()) == real

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--frames", type=int, default=d["frames"], help="frames per sequence")
     synth.add_argument("--sequences", type=int, default=d["sequences"],
                        help="contact sequences per object and sensor (1: the original layout; the built-in set "
-                            "of data=synthetic uses 3 with --frames 24: motions in turn)")
+                            "of data=synthetic uses 3 with --objects 24 --frames 16: motions in turn)")
     synth.add_argument("--width", type=int, default=d["width"])
     synth.add_argument("--height", type=int, default=d["height"])
     synth.add_argument("--seed", type=int, default=d["seed"])
@@ -48,8 +48,9 @@ def _run(args) -> int:
         index = generate(SynthConfig(out=args.out, num_objects=args.objects, sensors=args.sensors.split(","),
                                      frames=args.frames, width=args.width, height=args.height, seed=args.seed,
                                      sequences=args.sequences))
-        print(f"wrote {index} and labels.csv ({args.objects} objects x {len(args.sensors.split(','))} sensors x "
-              f"{args.sequences} sequences x {args.frames} frames) in {time.time() - start:.1f} s")
+        print(f"wrote {index}, labels.csv and trajectory.csv ({args.objects} objects x "
+              f"{len(args.sensors.split(','))} sensors x {args.sequences} sequences x {args.frames} frames) in "
+              f"{time.time() - start:.1f} s")
         return 0
 
     problems = check_dataset(args.root, args.index, args.label_regex, allow_outside_root=args.allow_outside_root,

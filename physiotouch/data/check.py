@@ -16,6 +16,7 @@ from physiotouch.utils.progress import progress
 from .frames import FrameError, check_regular_file, decode_frame, open_frame
 from .index import DEFAULT_LABEL_REGEX, IndexProblem, Sequence, read_index
 from .labels import read_labels
+from .trajectory import read_trajectory
 
 __all__ = ["decode_frame", "check_dataset", "quick_check", "missing_frames", "outside_root"]
 LIST_MISSING = 20  # more missing frames than this in one sequence are summarised in one line
@@ -159,7 +160,9 @@ def check_dataset(root: str | Path, index: str | Path, label_regex: str = DEFAUL
         return [IndexProblem(str(root), None, "data root does not exist")]
     if sequences is None:
         sequences, problems = read_index(index, label_regex)
-        problems.extend(read_labels(index, [s.folder for s in sequences])[1])  # labels.csv, when present
+        folders = [s.folder for s in sequences]
+        problems.extend(read_labels(index, folders)[1])  # labels.csv, when present
+        problems.extend(read_trajectory(index, folders)[1])  # trajectory.csv, when present
     if not allow_outside_root:
         outside = outside_root(root, sequences, str(index))
         problems.extend(outside)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .background import background_of, check_background, remove_background, sensor_medians
 from .cache import FrameCache, build_cache
 from .check import check_sequence_frames, missing_frames, outside_root, quick_check
 from .frames import decode_frame
@@ -58,9 +59,11 @@ class ClipDataset(Dataset):
     """4-frame windows read as slices of a decoded cache (or decoded on the fly when `cache` is None)."""
 
     def __init__(self, sequences: list[Sequence], windows: Windows, labels: dict[str, dict[str, int]],
-                 cache: FrameCache | None = None, root: Path | None = None, image_size: int | None = None):
+                 cache: FrameCache | None = None, root: Path | None = None, image_size: int | None = None,
+                 backgrounds: dict[str, np.ndarray] | None = None):
         self.sequences, self.windows, self.labels = sequences, windows, labels
         self.cache, self.root, self.image_size = cache, root, image_size
+        self.backgrounds = backgrounds or {}  # folder -> the image removed from its frames (data.background)
 
     def __len__(self) -> int:
         return len(self.windows.t)
@@ -73,6 +76,7 @@ class ClipDataset(Dataset):
         else:
             clip = np.stack([decode_frame(seq.frame_path(self.root, u), self.image_size)
                              for u in range(t - WINDOW + 1, t + 1)])
+        clip = remove_background(clip, self.backgrounds.get(seq.folder))
         return {"clip": torch.from_numpy(clip),  # [4, S, S, 3] uint8
                 "object": self.labels["object"][seq.object], "sensor": self.labels["sensor"][seq.sensor],
                 "clip_id": clip_id(seq.folder, t), "index": i}
@@ -83,7 +87,7 @@ class TactileDataModule(L.LightningDataModule):
                  num_workers: int = 0, pin_memory: bool | str = "auto", label_regex: str | None = None,
                  on_bad_frames: str = "error", cache_dir: str | None = None, split: dict | None = None,
                  synthetic: dict | None = None, seed: int = 0, drop_last: bool = True, cache_workers: int | None = None,
-                 allow_outside_root: bool = False):
+                 allow_outside_root: bool = False, background: str = "none"):
         super().__init__()
         if on_bad_frames not in ("error", "skip"):
             raise DataError(f"data.on_bad_frames must be 'error' or 'skip'; got {on_bad_frames!r}")
@@ -101,6 +105,8 @@ class TactileDataModule(L.LightningDataModule):
             else None
         self.cache_workers = cache_workers
         self.allow_outside_root = bool(allow_outside_root)
+        self.background = check_background(background)
+        self.medians: dict[str, np.ndarray] = {}  # sensor -> the train split's no-contact median (sensor_median)
         self.datasets: dict[str, ClipDataset] = {}
         self.record: dict | None = None
         self.dropped_windows = 0
@@ -138,7 +144,7 @@ class TactileDataModule(L.LightningDataModule):
                        "sensor": {k: i for i, k in enumerate(sorted({s.sensor for s in sequences}))}}
         self.record["labels"] = {k: sorted(v, key=v.get) for k, v in self.labels.items()}
         self.splits = splits
-        for name in ("train", "val"):  # never "test"
+        for name in ("train", "val"):  # never "test"; train first: its sensor medians serve every split
             self.datasets[name] = self._build(name, splits[name], version)
         self.record["windows_used"] = {k: len(v) for k, v in self.datasets.items()}
         self.record["dropped_windows"] = self.dropped_windows
@@ -157,12 +163,19 @@ class TactileDataModule(L.LightningDataModule):
         if cache.bad and self.on_bad_frames == "error":
             self._fail([IndexProblem(str(self.root / f / f"{t}.png"), None, why) for f, t, why in cache.bad],
                        f"the {name} split's frames")
+        if name == "train" and self.background == "sensor_median":
+            self.medians = sensor_medians(present, lambda s: cache.window(s, s.start + WINDOW - 1)[0])
+        backgrounds = self._backgrounds(present, lambda s: cache.window(s, s.start + WINDOW - 1)[0])
         windows, dropped = make_windows(present, bad)
         if dropped or len(present) < len(sequences):
             log.warning("%s split: dropped %d window(s) touching %d bad frame(s) and %d missing folder(s) "
                         "(data.on_bad_frames=skip)", name, dropped, len(bad), len(sequences) - len(present))
         self.dropped_windows += dropped
-        return ClipDataset(present, windows, self.labels, cache)
+        return ClipDataset(present, windows, self.labels, cache, backgrounds=backgrounds)
+
+    def _backgrounds(self, sequences: list[Sequence], first_frame) -> dict[str, np.ndarray]:
+        return {s.folder: bg for s in sequences
+                if (bg := background_of(self.background, s, first_frame, self.medians)) is not None}
 
     def _worth_decoding(self, seq: Sequence) -> bool:
         """Skip mode: a missing folder, or a range that lists many more frames than the folder holds (an end-frame
@@ -206,7 +219,9 @@ class TactileDataModule(L.LightningDataModule):
         if problems:
             self._fail(problems, "the test split's frames")
         windows, _ = make_windows(seqs)
-        return ClipDataset(seqs, windows, self.labels, None, self.root, self.image_size)
+        first = lambda s: decode_frame(s.frame_path(self.root, s.start), self.image_size)  # noqa: E731
+        return ClipDataset(seqs, windows, self.labels, None, self.root, self.image_size,
+                           self._backgrounds(seqs, first))
 
 
 def _build(cls, values: dict, key: str):

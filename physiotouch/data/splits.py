@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .index import DataError, Sequence
 from .labels import labels_path
+from .trajectory import trajectory_path
 
 SPLITS = ("train", "val", "test")
 
@@ -83,9 +84,9 @@ def split_sequences(sequences: list[Sequence], cfg: SplitConfig) -> dict[str, li
 
 
 def data_version(root: str | Path, index: str | Path, sequences: list[Sequence]) -> str:
-    """Hash over the data root, the bytes of the index and of labels.csv beside it, and the frame files (name, size,
-    modification time, and inode change time) of every sequence folder: a frame replaced by other bytes, or the same
-    names under another root, is another version (and gets another cache).
+    """Hash over the data root, the bytes of the index and of labels.csv and trajectory.csv beside it, and the frame
+    files (name, size, modification time, and inode change time) of every sequence folder: a frame replaced by other
+    bytes, or the same names under another root, is another version (and gets another cache).
 
     Only directory entries are read (os.scandir + stat), never a frame's content, so computing the version opens
     no test frame. The change time (ctime) is what makes that enough: `cp -p` or `rsync -t` can put the old mtime
@@ -97,6 +98,8 @@ def data_version(root: str | Path, index: str | Path, sequences: list[Sequence])
     h.update(Path(index).read_bytes())
     labels = labels_path(index)  # the evaluation's attribute labels are data too
     h.update(b"\n[labels.csv]" + (labels.read_bytes() if labels.is_file() else b"<none>"))
+    truth = trajectory_path(index)  # and so is the per-frame truth the window probes are scored against
+    h.update(b"\n[trajectory.csv]" + (truth.read_bytes() if truth.is_file() else b"<none>"))
     for folder in sorted({s.folder for s in sequences}):
         h.update(f"\n[{folder}]".encode())
         try:

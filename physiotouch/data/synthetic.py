@@ -10,9 +10,10 @@ contact geometry indents the gel, and coloured lights from fixed directions shad
 - over frames: smooth motion (press/release, slide, rotate, one per sequence), so frame 4 of a window follows
   from frames 1-3 but is never a copy of frame 3;
 - per object and sensor: `sequences` contact sequences, each at its own position, angle and depth, with the
-  motions taken in turn so every object is pressed, slid and rotated. `labels.csv` beside `index.csv` holds each
-  sequence's attributes (`LABEL_COLUMNS`): motion, peak depth, shape and surface, for probes that must generalise
-  to sequences and objects they were not fit on.
+  motions taken in turn so every object is pressed, slid and rotated (rotation-symmetric shapes slide instead).
+  `labels.csv` beside `index.csv` holds each sequence's attributes (`LABEL_COLUMNS`): motion, peak depth, shape
+  and surface; `trajectory.csv` the per-frame truth (contact x, y, angle, depth; data/trajectory.py), from which
+  each window's own motion, depth, travel and rotation are derived for the probes.
 Everything derives from `seed` (numpy's PCG64 per sequence), so the same arguments give the same bytes.
 """
 
@@ -35,11 +36,17 @@ from physiotouch.cli import ConfigError
 from physiotouch.utils.files import default_file_mode
 from physiotouch.utils.progress import progress
 
+from .trajectory import TRAJECTORY_FILE, write_trajectory
+
 GEOMETRIES = ("sphere", "edge", "cylinder", "ridged", "dotted", "flat", "ring", "cross", "pyramid", "wave",
               "hexagon", "ellipsoid")
 MOTIONS = ("press", "slide", "rotate")
 PATTERNED = {"ridged", "dotted", "wave", "cross"}  # surfaces with a repeating relief; the rest are smooth
+# Turning these about their centre changes nothing a sensor can see: they are never given the `rotate` motion
+# (a sequence labelled `rotate` that looks like a press would teach a probe noise).
+ROTATION_SYMMETRIC = {"sphere", "flat", "ring"}
 LABEL_COLUMNS = ("folder", "motion", "peak_depth", "shape", "surface")
+GENERATOR_VERSION = 2  # 2: trajectory.csv, no rotation of rotation-symmetric shapes (a set of version 1 is remade)
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,7 @@ class SynthConfig:
     def signature(self) -> str:
         d = asdict(self)
         d.pop("out")
-        if d["sequences"] == 1:
-            d.pop("sequences")  # a set made before sequences existed keeps its signature
+        d["generator"] = GENERATOR_VERSION
         return f"{zlib.crc32(json.dumps(d, sort_keys=True).encode()):08x}"
 
 
@@ -162,7 +168,7 @@ def _trajectory(motion: str, frames: int, rng: np.random.Generator, varied: bool
             arr[:] = span - pos
     elif motion == "rotate":
         angle = angle0 + rng.uniform(0.06, 0.12) * pace * rng.choice([-1, 1]) * t
-    return {"cx": cx, "cy": cy, "angle": angle, "depth": depth}
+    return {"x": cx, "y": cy, "angle": angle, "depth": depth}
 
 
 def _blur(img: np.ndarray, passes: int = 2) -> np.ndarray:
@@ -189,7 +195,7 @@ def render_sequence(geo: str, size: float, sensor: str, motion: str, cfg: SynthC
     frames = []
     for i in range(cfg.frames):
         ca, sa = np.cos(traj["angle"][i]), np.sin(traj["angle"][i])
-        dx, dy = xs - traj["cx"][i], ys - traj["cy"][i]
+        dx, dy = xs - traj["x"][i], ys - traj["y"][i]
         u, v = ca * dx + sa * dy, -sa * dx + ca * dy
         height = _blur(shape_height(geo, u, v, size) * traj["depth"][i])
         gy, gx = np.gradient(height, 2.0 / h, 2.0 / w)
@@ -208,12 +214,12 @@ def render_sequence(geo: str, size: float, sensor: str, motion: str, cfg: SynthC
 def _draw_markers(img, grid, height, traj, i, xs, ys):
     """Black dots that move with the gel: dragged along with the slide inside the contact, pushed out by pressing."""
     h, w = height.shape
-    drag = np.array([traj["cx"][i] - traj["cx"][0], traj["cy"][i] - traj["cy"][0]])
+    drag = np.array([traj["x"][i] - traj["x"][0], traj["y"][i] - traj["y"][0]])
     for mx, my in grid:
         row = int(np.clip((my / ((h / w)) + 1) / 2 * (h - 1), 0, h - 1))
         col = int(np.clip((mx + 1) / 2 * (w - 1), 0, w - 1))
         contact = min(1.0, height[row, col] * 3)
-        push = np.array([mx - traj["cx"][i], my - traj["cy"][i]]) * 0.15 * contact
+        push = np.array([mx - traj["x"][i], my - traj["y"][i]]) * 0.15 * contact
         px, py = np.array([mx, my]) + 0.4 * contact * drag + push
         dot = (xs - px) ** 2 + (ys - py) ** 2 < (0.035**2)
         img[dot] *= 0.15
@@ -240,7 +246,7 @@ def generate(cfg: SynthConfig) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(default_file_mode(folder=True))  # mkdtemp makes 0700: the set gets the user's normal permissions
     try:
-        rows, labels = [], []
+        rows, labels, truth = [], [], []
         todo = [(k, name, geo, s, sensor, j) for k, (name, geo) in enumerate(object_names(cfg.num_objects))
                 for s, sensor in enumerate(cfg.sensors) for j in range(cfg.sequences)]
         for k, name, geo, s, sensor, j in progress(todo, len(todo), "rendering sequences"):
@@ -252,17 +258,21 @@ def generate(cfg: SynthConfig) -> Path:
             else:  # motions in turn, so each object has every motion; the sequence number rides on the granularity
                 rng = np.random.default_rng([cfg.seed, k, s, 1, j])
                 motion, folder = MOTIONS[(k + s + j) % len(MOTIONS)], f"data_{gran}-s{j}_{name}_{sensor}"
+            if motion == "rotate" and geo in ROTATION_SYMMETRIC:
+                motion = "slide"
             (tmp / folder).mkdir()
             frames, traj = render_sequence(geo, size, sensor, motion, cfg, rng)
             for t, frame in enumerate(frames):
                 Image.fromarray(frame).save(tmp / folder / f"{t}.png", compress_level=1)
             rows.append((folder, 0, cfg.frames - 1))
+            truth.append((folder, traj))
             labels.append((folder, motion, f"{float(traj['depth'].max()):.4f}", geo,
                            "patterned" if geo in PATTERNED else "smooth"))
         with (tmp / "index.csv").open("w", newline="") as fh:
             csv.writer(fh).writerows(rows)
         with (tmp / "labels.csv").open("w", newline="") as fh:
             csv.writer(fh).writerows([LABEL_COLUMNS, *labels])
+        write_trajectory(tmp / TRAJECTORY_FILE, truth)
         (tmp / "synthetic.json").write_text(json.dumps({**asdict(cfg), "signature": cfg.signature()}, indent=2))
         if out.exists():
             shutil.rmtree(out)

@@ -5,9 +5,12 @@
   384 values), a hand-made motion-energy feature: raw pixels cannot tell motions apart with a linear probe (the
   direction of a slide or a rotation varies, its magnitude does not), so a dynamic attribute needs this control too;
 - `untrained`: a network of the same architecture with fresh weights (seeded), encoded like the trained one;
+- `contact_features`: hand-made contact features of the same frames, the sensor's background removed
+  (contact_features.py): the ceiling a representation should approach;
 - `majority`: the fitting set's most frequent class (for a regression: its mean), predicted for every tested clip.
 Each control's probes are tuned like the model's (their own C, α and k chosen by inner cross-validation).
-A probe score means something only where it beats all three; the report flags every one that does not.
+Each probe score stands beside every control with a verdict over objects (verdicts.py): a score means something
+only where it is `better` than the controls, with an interval that excludes zero.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from physiotouch.models import TactileVideoMAE
 from physiotouch.models.mae import NUM_INPUT_FRAMES
 from physiotouch.utils.timing import PhaseTimer
 
+from .contact_features import ContactFrames, contact_features
 from .encoder import encode
 from .probes import ProbeConfig, Task, pool, run_probes, task_metrics
+from .verdicts import paired, per_object
 
-CONTROLS = ("raw_pixels", "pixel_change", "untrained", "majority")
+CONTROLS = ("raw_pixels", "pixel_change", "untrained", "contact_features", "majority")
 RAW_SIDE = 8
 
 
@@ -42,9 +47,9 @@ def pixel_change(raw: np.ndarray) -> np.ndarray:
     return np.abs(np.diff(frames, axis=1)).reshape(len(raw), -1)
 
 
-def majority_metrics(tasks: list[Task], pcfg: ProbeConfig) -> dict[str, float]:
+def majority_predictions(tasks: list[Task]) -> dict[str, np.ndarray]:
     """The majority class (its probabilities one-hot) or, for a regression, the mean of each fold's fitting
-    targets, predicted for every tested clip and scored like a probe."""
+    targets, predicted for every tested clip: {probe key: predictions over the task's tested clips}."""
     out = {}
     for task in tasks:
         preds = []
@@ -55,47 +60,74 @@ def majority_metrics(tasks: list[Task], pcfg: ProbeConfig) -> dict[str, float]:
                 one_hot = np.zeros((len(t), len(task.classes)))
                 one_hot[:, np.bincount(task.y[f], minlength=len(task.classes)).argmax()] = 1.0
                 preds.append(one_hot)
-        out.update({task.key("linear", k): v for k, v in task_metrics(task, np.concatenate(preds), pcfg).items()})
+        pred = np.concatenate(preds)
+        for kind in task.kinds:  # the same predictor whatever probe it stands beside
+            out[task.key(kind, "")] = pred
     return out
+
+
+def majority_metrics(tasks: list[Task], pcfg: ProbeConfig, preds: dict | None = None) -> dict[str, float]:
+    preds = preds or majority_predictions(tasks)
+    return {task.key(kind, k): v for task in tasks for kind in task.kinds
+            for k, v in task_metrics(task, preds[task.key(kind, "")], pcfg).items()}
 
 
 def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], pcfg: ProbeConfig,
-                    batch_size: int, device: str, limit: int | None, seed: int, timer: PhaseTimer | None = None
-                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
-    """-> ({control: flat probe metrics}, {control: the regularisation each probe chose}), each control's probes
-    fitted and tested on exactly the model's clips; `timer` times each control (its encoding and its probes)."""
+                    batch_size: int, device: str, limit: int | None, seed: int, timer: PhaseTimer | None = None,
+                    splits: tuple[str, str] = ("train", "val")
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict[str, dict]]:
+    """-> ({control: flat probe metrics}, {control: the regularisation each probe chose}, {control: each probe's
+    predictions}), each control's probes fitted and tested on exactly the model's clips (`splits` of `datasets`,
+    pooled in that order, as the model's were); `timer` times each control (its encoding and its probes)."""
     timer = timer or PhaseTimer()
     torch.manual_seed(seed)
     fresh = TactileVideoMAE(model.cfg)
-    out, choices = {}, {}
-    for name, network in (("raw_pixels", RawPixels()), ("untrained", fresh)):
+    out, choices, preds = {}, {}, {}
+
+    def probe(name: str, x: np.ndarray) -> None:
+        preds[name] = {}
+        out[name], _, choices[name] = run_probes(tasks, x, pcfg, name, predictions=preds[name])
+
+    for name, network in (("raw_pixels", RawPixels()), ("untrained", fresh), ("contact_features", ContactFrames())):
         with timer.phase(f"control {name}"):
-            encoded = {s: encode(network, datasets[s], batch_size, 0.75, errors=False, device=device, limit=limit,
-                                 name=f"{s}:{name}") for s in ("train", "val")}
-            x = pool(encoded)["x"]
-            out[name], _, choices[name] = run_probes(tasks, x, pcfg, name)
+            encoded = pool({s: encode(network, datasets[s], batch_size, 0.75, errors=False, device=device,
+                                      limit=limit, name=f"{s}:{name}") for s in splits}, splits)
+            if name == "contact_features":
+                probe(name, contact_features(encoded["x"], encoded["sensor"], encoded["t"] - 3 == encoded["start"]))
+            else:
+                probe(name, encoded["x"])
         if name == "raw_pixels":  # from the same pass: the pooled frames' changes
             with timer.phase("control pixel_change"):
-                out["pixel_change"], _, choices["pixel_change"] = run_probes(tasks, pixel_change(x), pcfg,
-                                                                             "pixel_change")
+                probe("pixel_change", pixel_change(encoded["x"]))
     with timer.phase("control majority"):
-        out["majority"] = majority_metrics(tasks, pcfg)
-    return out, choices
+        preds["majority"] = majority_predictions(tasks)
+        out["majority"] = majority_metrics(tasks, pcfg, preds["majority"])
+    return out, choices, preds
 
 
-def controls_for(metrics: dict[str, float], controls: dict[str, dict[str, float]]) -> dict[str, dict]:
-    """Per probe score of the model: each control's value on the same metric, and whether the model beats them
-    all (lower is better only for ECE)."""
+def controls_for(metrics: dict[str, float], controls: dict[str, dict[str, float]], tasks: list[Task],
+                 model_preds: dict, control_preds: dict[str, dict], objects: np.ndarray, ece_bins: int = 10
+                 ) -> dict[str, dict]:
+    """Per probe score of the model: each control's value on the same metric, the paired per-object difference
+    (model − control) with its 95% interval and verdict (verdicts.py), and `better_than_all`: whether every
+    control's verdict is `better`. The controls are whatever `control_preds` names (CONTROLS in the evaluation;
+    any representations in the instrument's test), each with its flat metrics in `controls`."""
     out = {}
-    for key, value in metrics.items():
-        if not key.startswith(("val/probe_", "val/loso_")) or key.endswith(("_classes", "_chance", "_points")) \
-                or "mean" in key:
+    for task in tasks:
+        if not task.prefix.endswith(("/probe_", "/loso_")):
             continue  # the re-identification diagnostic (val/diagnostic_*) is not a representation number
-        # The majority class is the same predictor whatever the probe (linear or k-NN) it stands beside.
-        row = {name: controls[name].get(key.replace("_knn_", "_") if name == "majority" else key)
-               for name in CONTROLS}
-        known = [v for v in row.values() if v is not None]
-        lower_better = key.endswith(("_ece", "_mae"))
-        row["beats_controls"] = bool(known) and all((value < v) if lower_better else (value > v) for v in known)
-        out[key] = row
+        y, tested = task.y[task.tested], objects[task.tested]
+        for kind in task.kinds:
+            head = task.key(kind, "")
+            for key in [k for k in metrics if k.startswith(head) and k[len(head):] in PAIRED_METRICS]:
+                metric = key[len(head):]
+                mine = per_object(metric, y, model_preds[head], tested, ece_bins)
+                row = {name: {"value": controls[name].get(key),
+                              **paired(mine, per_object(metric, y, preds[head], tested, ece_bins), metric, len(y))}
+                       for name, preds in control_preds.items() if head in preds}
+                row["better_than_all"] = bool(row) and all(c["verdict"] == "better" for c in row.values())
+                out[key] = row
     return out
+
+
+PAIRED_METRICS = ("accuracy", "macro_f1", "micro_f1", "macro_auroc", "macro_auprc", "ece", "r2", "mae")

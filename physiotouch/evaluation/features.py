@@ -13,6 +13,8 @@ from physiotouch.data.augment import normalize, to_float_clips
 from physiotouch.data.datamodule import ClipDataset
 from physiotouch.models import TactileVideoMAE
 
+ERRORS = ("static", "recon", "pred", "copy_frame3")  # the per-clip errors the reports show per object and sensor
+
 
 def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> dict[str, torch.Tensor]:
     """Per clip: the model's errors on exactly the patches each loss scores, and two baselines on the same patches.
@@ -21,6 +23,10 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
       The masked patches of frames 1-3 are masked in all three (tube masking), so no visible frame exists there.
     - mean frame: each masked patch of frames 1-3 guessed as the mean of that frame's visible patches
       (`mean_static`, `mean_recon`); frame 4 guessed as the mean of frames 1-3 at each patch (`mean_pred`).
+    - input-matched copies of frame 3 as frame 4, seeing only what the model sees: the model's own reconstruction
+      of frame 3 (`copy_own_frame3`: does it extrapolate motion, or copy?) and the visible frame-3 patches, each
+      masked one guessed as their mean (`copy_visible_frame3`). `copy_frame3` uses all 16 patches of frame 3,
+      more than the model sees: a reference, not a fair control.
     """
     target = model.targets(clips)  # [B, L, 4, V]
     losses = model.per_clip_losses(target, out["pred"], out["mask"])
@@ -31,11 +37,16 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
     visible_mean = (target[:, :, :3] * visible).sum(1, keepdim=True) / visible.sum(1, keepdim=True)  # [B, 1, 3, V]
     mean_err = ((visible_mean - target[:, :, :3]) ** 2).mean(dim=-1)  # [B, L, 3]
     mean_pred = ((target[:, :, :3].mean(2) - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
+    # Input-matched guesses of frame 4: what the model could copy from what it sees or makes of frame 3
+    own = ((out["pred"][:, :, 2].float() - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
+    seen = visible[..., 0]  # [B, L, 1]
+    frame3 = target[:, :, 2] * seen + visible_mean[:, :, 2] * (1 - seen)  # visible patches, else their mean
+    copy_visible = ((frame3 - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
     frames = losses["frame_errors"]  # [B, 4]
     return {"static": losses["loss_static"], "recon": losses["loss_recon"], "pred": losses["loss_pred"],
             "objective": model.objective(losses), **{f"frame{i + 1}": frames[:, i] for i in range(4)},
             "copy_frame3": copy, "mean_static": masked(mean_err[:, :, 0]), "mean_recon": masked(mean_err.mean(-1)),
-            "mean_pred": mean_pred}
+            "mean_pred": mean_pred, "copy_own_frame3": own, "copy_visible_frame3": copy_visible}
 
 
 @torch.no_grad()

@@ -5,10 +5,10 @@ of (fit clips, tested clips) that never share a sequence folder (`probe_splits.j
 - `object` (held-out sequences): each object's sequences are dealt into `sequence_folds` folds (sensors spread over
   the folds); each fold is tested by a probe fit on the other folds' sequences. Objects with one sequence are left out.
 - `sensor`: fit on the train split, tested on the validation split (objects the probe never saw).
-- attributes from `labels.csv` (`motion`, `peak_depth`, `surface`, ...; data/labels.py) on unseen objects: the
-  non-test objects dealt into `object_folds` folds, each fold's objects tested by a probe fit on the other objects
-  (every object tested once: two validation objects alone give too noisy a number); classes for text columns,
-  regression (R², MAE) for numeric ones.
+- attributes on unseen objects (targets.py: each window's own motion, depth, travel and rotation from
+  `trajectory.csv`; the sequence's attributes from `labels.csv`): the non-test objects dealt into `object_folds`
+  folds, each fold's objects tested by a probe fit on the other objects (every object tested once: two validation
+  objects alone give too noisy a number); classes for text values, regression (R², MAE) for numbers.
 - LoSO (leave one sensor out): the object probe fit on all sensors but one, tested on the held-out sensor.
 - `diagnostic_reid_object` (re-identification): early vs late windows of the *same* sequences. It measures "which
   recording is this", never the representation; reported apart, never an objective or a headline.
@@ -35,10 +35,10 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from physiotouch.data.labels import NUMERIC
 from physiotouch.utils.progress import progress
 
 from .settings import ProbeConfig
+from .targets import Target, as_array
 from .tuned import FittedProbe, fit_tuned, grid
 
 POOLED = ("x", "object", "sensor", "t", "start", "end", "folder")
@@ -116,15 +116,10 @@ def time_split_mask(t: np.ndarray, start: np.ndarray, end: np.ndarray,
     return t < cut, (t - 3) >= cut + cfg.gap
 
 
-def _class_ids(values: list) -> tuple[np.ndarray, list]:
-    classes = sorted({v for v in values if v is not None})
-    lookup = {c: i for i, c in enumerate(classes)}
-    return np.array([lookup.get(v, -1) for v in values]), classes
-
-
-def build_tasks(p: dict, vocab: dict, labels: dict, cfg: ProbeConfig, root: str = "val",
+def build_tasks(p: dict, vocab: dict, attributes: dict[str, Target], cfg: ProbeConfig, root: str = "val",
                 object_among: np.ndarray | None = None, attributes_by_split: bool = False) -> list[Task]:
-    """The probes for pooled clips `p` (split 0 fits the sensor probe; split 1 is tested). `object_among`: the clips
+    """The probes for pooled clips `p` (split 0 fits the sensor probe; split 1 is tested); `attributes`: the
+    per-clip targets of the attribute probes (targets.clip_targets). `object_among`: the clips
     the held-out sequence object probe deals folds from (default: all). `attributes_by_split`: attribute probes fit
     on split 0 and tested on split 1 (the release's test look) instead of object folds."""
     fit, test = np.flatnonzero(p["split"] == 0), np.flatnonzero(p["split"] == 1)
@@ -135,20 +130,16 @@ def build_tasks(p: dict, vocab: dict, labels: dict, cfg: ProbeConfig, root: str 
     folds = sequence_folds(p["object"], p["sensor"], p["folder"], cfg.sequence_folds, among)
     if folds:
         tasks.append(Task("object", p["object"], folds, vocab["object"], prefix, groups=p["folder"]))
-    for attr in cfg.attributes:
-        values = [labels.get(f, {}).get(attr) for f in p["folder"]]
-        has = np.array([v is not None for v in values])
+    for name, target in attributes.items():
+        y, classes = as_array(target)
+        has = (y >= 0) if classes is not None else ~np.isnan(y)
         folds = ([(fit[has[fit]], test[has[test]])] if attributes_by_split else
                  object_folds(p["object"], among & has, cfg.object_folds))
         if not folds or not all(len(f) and len(t) for f, t in folds):
             continue
-        if attr in NUMERIC:
-            y, classes = np.array([np.nan if v is None else float(v) for v in values]), None
-        else:
-            y, classes = _class_ids(values)
-            if any(len(np.unique(y[f])) < 2 for f, _ in folds):
-                continue  # a fold whose fitting objects show one class only
-        tasks.append(Task(attr, y, folds, classes, prefix, groups=p["object"]))
+        if classes is not None and any(len(np.unique(y[f])) < 2 for f, _ in folds):
+            continue  # a fold whose fitting objects show one class only
+        tasks.append(Task(name, y, folds, classes, prefix, groups=p["object"]))
     for s, sensor in enumerate(vocab["sensor"]):  # leave one sensor out (linear only)
         held = p["sensor"] == s
         if held.any() and not held.all() and len(np.unique(p["object"][~held])) >= 2:
@@ -225,10 +216,12 @@ def headline_metrics(task: Task, pred: np.ndarray) -> dict[str, float]:
 
 
 def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = "model",
-               fitted_linear: dict | None = None) -> tuple[dict[str, float], dict, dict]:
+               fitted_linear: dict | None = None, predictions: dict | None = None
+               ) -> tuple[dict[str, float], dict, dict]:
     """Every task's probes fit and scored on features `x` (pooled clips). -> (flat metrics, curves for plots, the
     regularisation each fold's probe used: {probe key: {name, per_fold, tuned, inner_errors}}). `fitted_linear`,
-    if given, receives each task's fitted linear probe by its key (the robustness sweep tests them again)."""
+    if given, receives each task's fitted linear probe by its key (the robustness sweep tests them again);
+    `predictions` each probe's predictions over its task's tested clips (the verdicts pair them by object)."""
     metrics, curves, choices = {}, {}, {}
     for task in progress(tasks, len(tasks), f"probes ({label})"):
         if task.classes is not None:
@@ -240,6 +233,8 @@ def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = 
             if kind == "linear" and fitted_linear is not None:
                 fitted_linear[task.key("linear", "")] = fitted
             scores, pred = score_task(task, fitted, x, cfg)
+            if predictions is not None:
+                predictions[task.key(kind, "")] = pred
             metrics.update({task.key(kind, k): v for k, v in scores.items()})
             choices[task.key(kind, "")[:-1]] = {"name": grid(kind, task.classes is None, cfg)[0],
                                                 "per_fold": fitted.chosen, "tuned": fitted.tuned,

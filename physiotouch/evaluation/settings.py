@@ -28,7 +28,9 @@ class ProbeConfig:
     backend: str = "torch"  # torch: the fits of a task batched (probe_fits.py); sklearn: one by one (the oracle)
     sequence_folds: int = 3  # object probe: folds of held-out sequences
     object_folds: int = 5  # attribute probes: folds of held-out objects
-    attributes: list = field(default_factory=lambda: ["motion", "peak_depth", "surface"])
+    attributes: list = field(default_factory=lambda: ["motion", "peak_depth", "surface"])  # labels.csv columns
+    # trajectory.csv: each window's own targets, probed as window_<name> (data/trajectory.py WINDOW_TARGETS)
+    window_targets: list = field(default_factory=lambda: ["motion", "depth", "travel", "rotation"])
     time_split: float = 0.6  # re-identification diagnostic: windows ending before this fraction fit, the rest test
     gap: int = 4
 

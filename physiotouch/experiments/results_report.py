@@ -23,6 +23,7 @@ from physiotouch.utils.figures import save_figure  # noqa: E402
 from physiotouch.utils.markdown import inert  # noqa: E402
 from physiotouch.utils.markdown import table as md_table  # noqa: E402
 
+from .against_controls import against_controls, against_controls_section  # noqa: E402
 from .per_object import per_object_section, per_object_values  # noqa: E402
 from .replicates import compare, holm, summarise  # noqa: E402,F401 - holm: used by tests through here
 from .runs import Run, RunError, check_comparable, commits, find_runs, flat  # noqa: E402
@@ -88,22 +89,24 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
     out = out or folders[0]
     out.mkdir(parents=True, exist_ok=True)
     notes = config_notes(runs)
-    extra = sorted({k for r in runs for k in r.eval_metrics if k.startswith("val/probe_")})
+    extra = sorted({k for r in runs for k in r.eval_metrics  # each linear probe's headline number
+                    if k.startswith("val/probe_") and k.endswith(("_accuracy", "_r2")) and "_knn_" not in k})
     table = []
     for r in sorted(runs, key=lambda r: (notes[r.path], r.replicate)):
         best = r.best_row(main, main_mode)
         table.append({**{k: best[k] for k in TERMS if k in best},  # the objective's terms at the chosen epoch
                       "run": str(r.path), "config": notes[r.path], "scheme": r.scheme, "seed": r.seed,
-                      "replicate": r.replicate,
+                      "replicate": r.replicate, "unit": r.unit,
                       main: r.metric(main, main_mode),
                       secondary: best.get(secondary, r.metric(secondary, secondary_mode)),
                       "best_epoch": best.get("epoch"), "train_seconds": r.summary.get("summary/total_time_seconds"),
                       "checkpoint": r.checkpoint_id(), "health": r.health.get("overall", "-"),
                       **{k: r.eval_metrics.get(k) for k in extra}})
-    per_config: dict[str, dict[int, float]] = defaultdict(dict)
-    for row in table:
+    per_unit: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in table:  # seeds of one object fold are averaged: the fold is the replicate (Run.unit)
         if row[main] is not None:
-            per_config[row["config"]][row["replicate"]] = row[main]
+            per_unit[row["config"]][row["unit"]].append(row[main])
+    per_config = {c: {u: statistics.fmean(v) for u, v in units.items()} for c, units in per_unit.items()}
     stats_rows = {c: summarise(list(v.values())) for c, v in per_config.items()}
     secondary_stats = {c: summarise([r[secondary] for r in table if r["config"] == c and r[secondary] is not None])
                        for c in per_config}
@@ -129,13 +132,14 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
                                                   for r in pruned))
     if skipped:
         notices.append("**Skipped run folders:**\n" + "".join(f"- {inert(s)}\n" for s in skipped))
-    md += "\n".join(["", *per_object_section(per_object_values(runs, notes), out)])
+    versus = against_controls(runs, notes)
+    md += "\n".join(["", *against_controls_section(versus), *per_object_section(per_object_values(runs, notes), out)])
     if notices:
         head, rest = md.split("\n", 1)
         md = head + "\n\n" + "\n\n".join(notices) + "\n" + rest
     (out / "report.md").write_text(md)
     return {"table": table, "stats": stats_rows, "comparisons": comparisons, "best": best_run, "out": str(out),
-            "skipped": skipped, "mixed": mixed}
+            "skipped": skipped, "mixed": mixed, "against_controls": versus}
 
 
 def _write_csv(path: Path, table: list[dict], stats_rows: dict, main: str) -> None:
@@ -175,11 +179,13 @@ def _markdown(table, stats_rows, secondary_stats, comparisons, runs, main, main_
         rows.append([c, s["n"], f"{_fmt(s['mean'])} ± {_fmt(s['std'])}",
                      f"[{_fmt(s['ci95_low'])}, {_fmt(s['ci95_high'])}]", f"{_fmt(s2['mean'])} ± {_fmt(s2['std'])}",
                      *[f"{_fmt(t['mean'])} ± {_fmt(t['std'])}" for t in term_stats]])
-    lines += ["", "## Per configuration (mean ± std, 95% CI over seeds / folds)", "",
+    lines += ["", "## Per configuration (mean ± std, 95% CI over replicates: object folds, seeds averaged within a "
+                  "fold; seeds without K-fold)", "",
               *md_table(["Config", "n", f"{main} mean ± std", "95% CI", f"{secondary} mean ± std",
                          *[f"{k} mean ± std" for k in terms]], rows)]
     if comparisons:
-        lines += ["", "## Paired comparisons on shared replicates (paired t-test, Holm-adjusted)", "",
+        lines += ["", "## Paired comparisons on shared replicates (paired t-test, Holm-adjusted; the replicate is the "
+                  "object fold, its seeds averaged, or the seed without K-fold)", "",
                   *md_table(["A", "B", "shared replicates", "mean(A − B) [95% CI]", "d_z", "smallest detectable", "p",
                              "p (Holm)"],
                             [[c["a"], c["b"], ", ".join(map(str, c["shared"])) or "-",

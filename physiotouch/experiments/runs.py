@@ -42,6 +42,13 @@ class Run:
         return f"seed {self.seed}" + (f" fold {split.get('fold')}" if (split.get("k_folds") or 0) >= 2 else "")
 
     @property
+    def unit(self) -> str:
+        """The unit of replication: what varies independently. Under K-fold the object fold (its seeds share their
+        objects, so they are averaged within the fold, never counted as replicates); else the seed."""
+        split = self.splits.get("split") or {}
+        return f"fold {split.get('fold')}" if (split.get("k_folds") or 0) >= 2 else f"seed {self.seed}"
+
+    @property
     def split_key(self) -> tuple:
         """Runs are comparable only on the same data version and the same split; under K-fold, folds of one
         partition (same test set, same k and split seed) are replicates of each other."""

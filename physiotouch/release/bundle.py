@@ -160,19 +160,23 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
         "forced": bool(previous or reused), "reused_tested_groups": sorted(reused), "metrics": metrics})
 
     _write_release(out, target, model, cfg, splits, metrics, entry, previous, name, behind)
-    docs = {"Task.md": docs_root / "Task.md", "README.md": docs_root / "README.md"}
+    if not tag:  # the committed documents speak only of a published release
+        log(f"README.md and Task.md unchanged: only a published release (--tag) writes their results block "
+            f"(python -m physiotouch.finalize --docs-from {out} renders it by hand)")
+        return out
+    docs = [docs_root / "Task.md", docs_root / "README.md"]
     block = results_block(out)
-    for doc in docs.values():
+    for doc in docs:
         if doc.is_file():
             replace_block(doc, block)
-    if tag:
-        files = [str(p.relative_to(docs_root)) for p in [*docs.values(), project_ledger] if p.is_file()]
-        subprocess.run(["git", "add", "-f", *files], cwd=docs_root, check=True)  # -f: the ledger under releases/
-        subprocess.run(["git", "commit", "-q", "-m", f"Release {tag}: final settings and results"], cwd=docs_root,
-                       check=True)
-        subprocess.run(["git", "tag", "-a", tag, "-m", f"physiotouch release {tag} ({out})"], cwd=docs_root,
-                       check=True)
-        log(f"committed the generated blocks and tagged {tag}")
+    # the small files the block cites stay with the ledger (the model files stay out: generated outputs)
+    cited = [out / "release.json", out / ledger.LEDGER] if out.resolve().is_relative_to(docs_root.resolve()) else []
+    files = [str(p.resolve().relative_to(docs_root.resolve())) for p in [*docs, project_ledger, *cited] if p.is_file()]
+    subprocess.run(["git", "add", "-f", *files], cwd=docs_root, check=True)  # -f: the ledger under releases/
+    subprocess.run(["git", "commit", "-q", "-m", f"Release {tag}: final settings and results"], cwd=docs_root,
+                   check=True)
+    subprocess.run(["git", "tag", "-a", tag, "-m", f"physiotouch release {tag} ({out})"], cwd=docs_root, check=True)
+    log(f"committed the generated blocks, release.json and the ledger, and tagged {tag}")
     return out
 
 

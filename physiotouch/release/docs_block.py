@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from physiotouch.evaluation.report_md import comparison_cell
 from physiotouch.run_folder import RunDir
 from physiotouch.utils.markdown import commit, inert, table
 
@@ -71,7 +72,8 @@ def _results_block(release_dir: Path) -> str:
              "Object probes are fit on some sequences and tested on other sequences of each split's own objects "
              "(validation: the non-test objects; test: the test objects), so their accuracies are over different "
              "numbers of classes; the sensor and motion probes are fit on the train split's objects and tested on "
-             "unseen objects. A `-` is a probe the data cannot support (no labels.csv, or too few sequences).", ""]
+             "unseen objects. A `-` is a probe the data cannot support (no labels.csv, or too few sequences).", "",
+             *_test_controls(t.get("controls"))]
     before, reused = r["test_evaluations_before"], r.get("reused_tested_groups") or []
     if before:
         lines.append(f"**Forced re-evaluation (`--force`): these test objects had been evaluated {len(before)} time(s) "
@@ -86,6 +88,23 @@ def _results_block(release_dir: Path) -> str:
     body = "\n".join(lines)
     assert BEGIN not in body and END not in body  # every value above is inert: no marker can form
     return "\n".join([BEGIN, body, END])
+
+
+HEADLINE = ("window_motion_accuracy", "window_depth_r2", "motion_accuracy", "object_accuracy", "sensor_accuracy")
+
+
+def _test_controls(controls) -> list[str]:
+    """The test probes beside their controls: each control's value, the paired per-object difference with its
+    95% interval and verdict (or `insufficient data`: a test set of a few objects gives no verdict)."""
+    if not isinstance(controls, dict):
+        return []
+    keys = [f"test/probe_{h}" for h in HEADLINE if isinstance(controls.get(f"test/probe_{h}"), dict)]
+    if not keys:
+        return []
+    names = list(dict.fromkeys(c for k in keys for c in controls[k] if c != "better_than_all"))
+    return ["Test probes beside their controls (value; Δ = model − control over test objects, 95% interval, verdict):",
+            "", *table(["test probe", *[inert(n).replace("_", " ") for n in names]], [
+                [k, *[comparison_cell(controls[k].get(n)) for n in names]] for k in keys]), ""]
 
 
 def _replicates_line(behind: dict | None) -> list[str]:
