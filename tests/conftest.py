@@ -57,9 +57,12 @@ def trained_run(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("trained")
     data = base / "data"
-    generate(SynthConfig(out=str(data), num_objects=6, frames=16, width=32, height=24, seed=5))
+    generate(SynthConfig(out=str(data), num_objects=8, frames=16, width=32, height=24, seed=5))
     out = base / "run"
-    cfg = compose_config(train_overrides(data, out, "trainer.max_epochs=3", "data.batch_size=16"))
+    # the objects this repository's releases tested are excluded, as the built-in config does: a release of this
+    # run (the release tests, the hostile-input rows) is a first look at every one of its test objects
+    cfg = compose_config(train_overrides(data, out, "trainer.max_epochs=3", "data.batch_size=16",
+                                         "data.split.exclude=[cylinder,ring,ridged,sphere]"))
     run_training(cfg)
     return out
 

@@ -78,7 +78,7 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
     out = tmp_path / "eval"
     m = _eval(trained_run, out, "use_run_data=false", f"data.root={data}", "data.synthetic=null",
               f"data.cache_dir={tmp_path}/cache", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2",
-              "data.split.exclude=[]")
+              "data.split.exclude=[cylinder,ring,ridged,sphere]")  # the run's split (tests/conftest.py)
     assert m["val/probe_sensor_accuracy"] > m["val/probe_sensor_chance"] + 0.2
     assert max(m["val/probe_object_accuracy"], m["val/probe_object_knn_accuracy"]) > m["val/probe_object_chance"]
     assert 0.0 <= m["val/pred_beats_copy_fraction"] <= 1.0
@@ -88,6 +88,7 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
     assert m["val/recon_objective"] == pytest.approx(best, rel=1e-5)
     written = json.loads((out / "metrics.json").read_text())
     assert isinstance(written.pop("controls"), dict)  # issue 11: each probe's controls, under "controls"
+    assert isinstance(written.pop("not_run"), list)  # issue 20: the probes this data set cannot support, and why
     assert all(isinstance(v, float) for v in written.values())
     pictures = sorted(out.glob("*.png"))
     assert len(pictures) >= 14
@@ -114,7 +115,9 @@ def test_evaluate_cli_writes_beside_the_run_and_the_report_gains_probe_columns(t
     rep = subprocess.run([sys.executable, "-m", "physiotouch.report", str(run), "--out", str(tmp_path / "rep")],
                          capture_output=True, text=True)
     assert rep.returncode == 0, rep.stderr
-    assert "val/probe_object_macro_f1" in (tmp_path / "rep" / "report.md").read_text()
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "val/probe_object_accuracy" in report  # each linear probe's headline number, one column each
+    assert "## Against the controls, across replicates" in report and "contact_features" in report
 
 
 @pytest.mark.slow
@@ -248,3 +251,36 @@ def test_evaluate_scores_with_the_runs_own_validation_masks(trained_run, tmp_pat
     assert cfg.eval.mask_ratio == 0.75
     command.evaluate_checkpoint(cfg)
     assert seen["ratio"] == 0.6
+
+
+@pytest.mark.slow
+def test_real_data_without_labels_says_what_it_cannot_run_and_gives_no_verdict(trained_run, tmp_path):
+    """Issue 20: a real set like the GelSight one (no labels.csv, no trajectory.csv, one sequence per object and
+    sensor, a handful of clips): the evaluation runs, names each probe it could not run and why, and gives
+    `insufficient data` rather than a verdict."""
+    import shutil
+
+    from physiotouch.checkpoints.format import load_model
+    from physiotouch.data import build_datamodule
+    from physiotouch.evaluation.run import EvalConfig, run_evaluation
+    from physiotouch.run_folder import read_yaml
+
+    cfg = read_yaml(trained_run / "config_resolved.yaml")
+    data = tmp_path / "real"
+    shutil.copytree(cfg["data"]["root"], data, ignore=shutil.ignore_patterns("labels.csv", "trajectory.csv"))
+    rows = (data / "index.csv").read_text().splitlines()
+    (data / "index.csv").write_text("\n".join(r for r in rows if "_gelsight" in r) + "\n")  # one sensor, as GelSight
+    model, _ = load_model(trained_run / "checkpoints" / "last.ckpt")
+    datamodule = build_datamodule({**cfg["data"], "root": str(data), "index": str(data / "index.csv"),
+                                   "synthetic": None, "cache_dir": str(tmp_path / "cache")})
+    datamodule.setup()
+    run_evaluation(model, datamodule, EvalConfig(robustness={"enabled": False}, examples=1), tmp_path / "eval")
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    reasons = " | ".join(saved["not_run"])
+    for why in ("no labels.csv", "no trajectory.csv", "object (held-out sequences): no object has two",
+                "sensor and leave-one-sensor-out: the train split shows fewer than two sensors"):
+        assert why in reasons, reasons
+    verdicts = [c["verdict"] for row in saved["controls"].values() for k, c in row.items() if k != "better_than_all"]
+    assert verdicts and set(verdicts) == {"insufficient data"}
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert report.index("Probes that could not run here") < report.index("## Probes on frozen features")

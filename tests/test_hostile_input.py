@@ -284,6 +284,9 @@ def docs_stay_inert(env: Env) -> None:
 
     from physiotouch.release.docs_block import BEGIN, END
 
+    assert "physiotouch:final-results" not in (env.tmp / "README.md").read_text()  # no --tag: no document written
+    subprocess.run([sys.executable, "-m", "physiotouch.finalize", "--docs-from", str(env.tmp / "release"),
+                    "--docs-root", str(env.tmp)], check=True, capture_output=True)  # rendered as a tag would
     for doc in ("README.md", "Task.md"):
         text = (env.tmp / doc).read_text()
         assert text.count(BEGIN) == 1 and text.count(END) == 1, doc
