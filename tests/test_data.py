@@ -233,3 +233,28 @@ def test_malformed_index_is_refused_with_line_numbers(small_data, tmp_path):
         dm(small_data, tmp_path).setup()
     with pytest.raises(DataError, match="does not exist"):
         dm(tmp_path / "nope", tmp_path).setup()
+
+
+def test_background_removal_leaves_the_contact_and_uses_the_train_split_only(small_data, tmp_path):
+    """data.background: first_frame subtracts each recording's first frame; sensor_median the train split's median
+    first frame of the sensor (validation never contributes); none is the reference's input. uint8 128 + diff."""
+    plain = dm(small_data, tmp_path / "a")
+    plain.setup()
+    first = dm(small_data, tmp_path / "b", background="first_frame")
+    first.setup()
+    median = dm(small_data, tmp_path / "c", background="sensor_median")
+    median.setup()
+    ds, seq = plain.datasets["train"], plain.datasets["train"].sequences[0]
+    raw = ds.cache.window(seq, seq.start + 3)  # the recording's first window: frame 0 is its first frame
+    got = first.datasets["train"][0]["clip"].numpy()
+    expected = np.clip(raw.astype(int) - raw[0].astype(int) + 128, 0, 255)
+    assert np.array_equal(got, expected) and np.all(got[0] == 128)
+    train_firsts = [ds.cache.window(s, s.start + 3)[0] for s in ds.sequences if s.sensor == seq.sensor]
+    assert np.array_equal(median.medians[seq.sensor], np.median(np.stack(train_firsts), 0).round().astype(np.uint8))
+    val = median.datasets["val"]
+    vseq = next(s for s in val.sequences if s.sensor == seq.sensor)
+    i = next(i for i in range(len(val)) if val.sequences[int(val.windows.seq[i])] is vseq)
+    vraw = plain.datasets["val"].cache.window(vseq, int(val.windows.t[i]))
+    assert np.array_equal(val[i]["clip"].numpy(), np.clip(vraw.astype(int) - median.medians[seq.sensor] + 128, 0, 255))
+    with pytest.raises(DataError, match="data.background must be one of"):
+        dm(small_data, tmp_path / "d", background="median")
