@@ -121,3 +121,17 @@ def test_the_instrument_detects_a_known_difference_and_none_between_seeds(tmp_pa
         assert found["verdict"] == "better" and found["diff_ci95"][0] > 0, (key, found)
         null = replicated_verdict(seed_vs_seed[key], key)
         assert null["verdict"] == "no detectable difference", (key, null, seed_vs_seed[key])
+
+
+def test_replicated_verdicts_need_three_replicates_and_a_spread():
+    from physiotouch.experiments.against_controls import replicated_verdict
+
+    folds = {f"fold {i}": [0.1 + 0.01 * i, 0.12 + 0.01 * i] for i in range(4)}  # two seeds per fold: averaged
+    out = replicated_verdict(folds, "val/probe_window_depth_r2")
+    assert out["replicates"] == 4 and out["verdict"] == "better" and out["diff"] == pytest.approx(0.125)
+    two = replicated_verdict({k: folds[k] for k in list(folds)[:2]}, "val/probe_window_depth_r2")
+    assert two["verdict"] == "insufficient data" and two["diff_ci95"] is None
+    same = replicated_verdict({f"fold {i}": [0.005] for i in range(5)}, "val/probe_window_motion_accuracy")
+    assert same["verdict"] == "insufficient data"  # no spread: a collapsed probe, not evidence
+    zero = replicated_verdict({f"fold {i}": [0.0] for i in range(5)}, "val/probe_window_motion_accuracy")
+    assert zero["verdict"] == "no detectable difference" and zero["diff_ci95"] == [0.0, 0.0]

@@ -75,8 +75,18 @@ def paired(model: dict[str, float], control: dict[str, float], metric: str, clip
     if len(common) < MIN_OBJECTS or clips < MIN_CLIPS:
         return {**out, "diff": float(diffs.mean()) if len(diffs) else None, "diff_ci95": None,
                 "verdict": "insufficient data"}
+    return {**out, **interval_verdict(diffs, metric)}
+
+
+def interval_verdict(diffs: np.ndarray, metric: str) -> dict:
+    """{diff, diff_ci95, verdict} of paired differences (n >= 2). Every difference zero: no detectable difference
+    (reported, not dropped). The same nonzero difference every time has no spread to build an interval from (a
+    probe that collapsed to the same predictions): `insufficient data`, never a verdict from a point."""
+    mean = float(diffs.mean())
+    if np.ptp(diffs) == 0 and mean != 0:
+        return {"diff": mean, "diff_ci95": None, "verdict": "insufficient data"}
     lo, hi = interval(diffs)
-    return {**out, "diff": float(diffs.mean()), "diff_ci95": [lo, hi], "verdict": verdict(lo, hi, metric)}
+    return {"diff": mean, "diff_ci95": [lo, hi], "verdict": verdict(lo, hi, metric)}
 
 
 def interval(diffs: np.ndarray, level: float = 0.95) -> tuple[float, float]:

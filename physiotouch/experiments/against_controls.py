@@ -16,10 +16,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from physiotouch.evaluation.verdicts import interval, verdict
+from physiotouch.evaluation.verdicts import interval_verdict
 from physiotouch.utils.markdown import table
 
 SHOWN = ("_accuracy", "_r2")  # the headline metric of each probe (a class probe's accuracy, a regression's R²)
+MIN_REPLICATES = 3  # two replicates give a t-interval 12.7 standard errors wide (df = 1): no verdict
 
 
 def against_controls(runs: list, notes: dict) -> list[dict]:
@@ -45,13 +46,12 @@ def against_controls(runs: list, notes: dict) -> list[dict]:
 
 def replicated_verdict(units: dict[str, list[float]], metric: str) -> dict:
     """{replicate: [A − B of each run in it]} -> the mean over replicates (each the mean of its runs), its 95%
-    t-interval and verdict; `insufficient data` with fewer than two replicates."""
+    t-interval and verdict (evaluation/verdicts.py); `insufficient data` under MIN_REPLICATES replicates."""
     per_unit = np.array([statistics.fmean(v) for v in units.values()])
     out = {"replicates": len(per_unit), "diff": float(per_unit.mean()) if len(per_unit) else math.nan,
            "diff_ci95": None, "verdict": "insufficient data"}
-    if len(per_unit) >= 2:
-        lo, hi = interval(per_unit)
-        out.update(diff_ci95=[lo, hi], verdict=verdict(lo, hi, metric))
+    if len(per_unit) >= MIN_REPLICATES:
+        out.update(interval_verdict(per_unit, metric))
     return out
 
 
@@ -66,8 +66,8 @@ def against_controls_section(rows: list[dict]) -> list[str]:
     return ["## Against the controls, across replicates", "",
             "Per run: the model's probe value minus the control's (same clips, same tuned probe); per replicate (the "
             "object fold, its seeds averaged): their mean; then the 95% t-interval over replicates. **better** only "
-            "when the whole interval is above zero. The last column counts each run's own verdict over its objects, "
-            "which cannot see seed-to-seed variation.", "",
+            "when the whole interval is above zero; under 3 replicates, insufficient data. The last column counts "
+            "each run's own verdict over its objects, which cannot see seed-to-seed variation.", "",
             *table(["config", "metric", "control", "replicates", "mean Δ [95% CI]", "verdict", "runs' own verdicts"], [
                 [r["config"], r["metric"], r["control"], r["replicates"],
                  f"{fmt(r['diff'])} [{fmt(r['diff_ci95'][0])}, {fmt(r['diff_ci95'][1])}]" if r["diff_ci95"]
