@@ -118,6 +118,8 @@ def test_evaluate_cli_writes_beside_the_run_and_the_report_gains_probe_columns(t
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "val/probe_object_accuracy" in report  # each linear probe's headline number, one column each
     assert "## Against the controls, across replicates" in report and "contact_features" in report
+    versus = json.loads((tmp_path / "rep" / "against_controls.json").read_text())
+    assert versus and all(r["verdict"] == "insufficient data" for r in versus)  # one run: one replicate
 
 
 @pytest.mark.slow

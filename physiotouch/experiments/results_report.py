@@ -8,6 +8,7 @@ split number is ever read here.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import statistics
 import sys
@@ -133,6 +134,7 @@ def build_report(folders: list[Path], out: Path | None = None, main: str = "val/
     if skipped:
         notices.append("**Skipped run folders:**\n" + "".join(f"- {inert(s)}\n" for s in skipped))
     versus = against_controls(runs, notes)
+    (out / "against_controls.json").write_text(json.dumps(versus, indent=1))
     md += "\n".join(["", *against_controls_section(versus), *per_object_section(per_object_values(runs, notes), out)])
     if notices:
         head, rest = md.split("\n", 1)
