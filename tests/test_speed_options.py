@@ -93,7 +93,7 @@ def test_evaluation_encodes_each_split_and_perturbation_once(trained_run, tmp_pa
     run_evaluation(model, datamodule, EvalConfig(robustness={"enabled": True, "strengths": strengths}), tmp_path)
     expected = {(s, p): 1 for s in ("train", "val") for p in ("clean", "noise_0.05", "noise_0.1", "brightness_0.8")}
     expected.update({(f"{s}:{c}", "clean"): 1 for s in ("train", "val") for c in ("raw_pixels", "untrained")})
-    assert dict(encoder.PASSES) == expected  # the controls' encodings are one pass each too
+    assert dict(encoder.PASSES) == expected  # the controls too: one pass for the three pixel controls, one untrained
 
 
 @pytest.mark.slow

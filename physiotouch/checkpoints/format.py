@@ -110,9 +110,11 @@ def build_for_weights(cfg: ModelConfig, state: dict[str, torch.Tensor], source: 
     return TactileVideoMAE(cfg)
 
 
-def check_resumable(path: str | Path, model_cfg: dict, max_epochs: int | None = None) -> tuple[int, int]:
+def check_resumable(path: str | Path, model_cfg: dict, max_epochs: int | None = None) -> tuple[int, int, dict]:
     """Before `ckpt_path=` hands a file to Lightning: it must be a full training checkpoint of this model size.
-    -> (logging step, epoch) it was saved at (the CSV logger keeps the rows up to there)."""
+    -> (logging step, epoch) it was saved at (the CSV logger keeps the rows up to there), and, for a checkpoint
+    saved at an epoch's end, that epoch's `epoch/*` summary: Lightning logs it only after the checkpoint is written,
+    so a kill in between loses the row, and the resumed run (starting at the next epoch) never logs it again."""
     ckpt = load_checkpoint(path, mmap=True)
     if "optimizer_states" not in ckpt or "loops" not in ckpt:
         raise CheckpointError(f"'{path}' holds weights only (no optimiser or loop state), so training cannot resume "
@@ -123,7 +125,10 @@ def check_resumable(path: str | Path, model_cfg: dict, max_epochs: int | None = 
     if max_epochs is not None and epoch + 1 > max_epochs:
         raise CheckpointError(f"'{path}' has already trained {epoch + 1} epochs, more than trainer.max_epochs="
                               f"{max_epochs}; raise trainer.max_epochs to train on (or evaluate it as it is)")
-    return int(loop.get("_batches_that_stepped", ckpt.get("global_step", 0))), epoch
+    history = (ckpt.get("physiotouch") or {}).get("history") or []
+    last = history[-1] if history and history[-1].get("epoch") == epoch else {}
+    summary = {k: v for k, v in last.items() if k.startswith("epoch/")}
+    return int(loop.get("_batches_that_stepped", ckpt.get("global_step", 0))), epoch, summary
 
 
 def load_model(path: str | Path) -> tuple[TactileVideoMAE, dict]:

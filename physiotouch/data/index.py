@@ -136,3 +136,30 @@ def read_index(index: str | Path, label_regex: str = DEFAULT_LABEL_REGEX) -> tup
     if not sequences and not problems:
         problems.append(IndexProblem(str(path), None, "the index lists no sequences"))
     return sequences, problems
+
+
+def read_beside_index(path: Path, max_bytes: int) -> list[list[str]]:
+    """The rows of a CSV file that sits beside the index (labels.csv, trajectory.csv): it must be a regular file
+    under `max_bytes`, UTF-8 text and a readable CSV, else one DataError naming the file and what to do."""
+    if not path.is_file() or path.stat().st_size > max_bytes:
+        raise DataError(f"'{path}' is not a regular file under {max_bytes // 2**20} MiB; remove it or fix it")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"'{path}' cannot be read as UTF-8 CSV ({err}); save it as UTF-8") from None
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:  # e.g. a field over csv's limit (128 KiB): no value here is that long
+        raise DataError(f"'{path}' is not a readable CSV ({err}); save it as plain UTF-8 CSV") from None
+
+
+def body_rows(rows: list[list[str]], width: int, path: Path, problems: list[IndexProblem]):
+    """Yields (line number, stripped cells) of each row after the header that holds `width` fields; blank rows are
+    skipped, a row of another width is one problem."""
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != width:
+            problems.append(IndexProblem(str(path), line, f"expected {width} fields, got {len(row)}"))
+            continue
+        yield line, [c.strip() for c in row]

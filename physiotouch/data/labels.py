@@ -10,12 +10,10 @@ their probes were not fit on (`physiotouch.evaluation.probes`); `python -m physi
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
-from .index import DataError, IndexProblem
+from .index import DataError, IndexProblem, body_rows, read_beside_index
 
 LABELS_FILE = "labels.csv"
 NUMERIC = ("peak_depth", "peak_force")
@@ -32,28 +30,14 @@ def read_labels(index: str | Path, folders: list[str]) -> tuple[dict[str, dict],
     path = labels_path(index)
     if not path.exists():
         return {}, []
-    if not path.is_file() or path.stat().st_size > MAX_BYTES:
-        raise DataError(f"'{path}' is not a regular file under {MAX_BYTES // 2**20} MiB; remove it or fix it")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"'{path}' cannot be read as UTF-8 CSV ({err}); save it as UTF-8") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as err:  # e.g. a field over csv's limit (128 KiB): no label is that long
-        raise DataError(f"'{path}' is not a readable CSV ({err}); save it as plain UTF-8 CSV") from None
+    rows = read_beside_index(path, MAX_BYTES)
     if not rows or not rows[0] or rows[0][0].strip() != "folder":
         raise DataError(f"'{path}': the first row must be a header starting with 'folder' (e.g. "
                         f"folder,motion,peak_depth)")
     header = [c.strip() for c in rows[0]]
     known, labels, problems = set(folders), {}, []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            problems.append(IndexProblem(str(path), line, f"expected {len(header)} fields, got {len(row)}"))
-            continue
-        values = dict(zip(header, (c.strip() for c in row)))
+    for line, row in body_rows(rows, len(header), path, problems):
+        values = dict(zip(header, row))
         folder = values.pop("folder")
         if folder in labels:
             problems.append(IndexProblem(str(path), line, f"folder {folder!r} is labelled twice"))

@@ -16,13 +16,12 @@ rotate), its mean depth (the force task of tactile benchmarks), its travel and i
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .index import DataError, IndexProblem
+from .index import DataError, IndexProblem, body_rows, read_beside_index
 
 TRAJECTORY_FILE = "trajectory.csv"
 COLUMNS = ("folder", "frame", "x", "y", "angle", "depth")
@@ -54,22 +53,11 @@ def read_trajectory(index: str | Path, folders: list[str]) -> tuple[dict[str, np
     path = trajectory_path(index)
     if not path.exists():
         return {}, []
-    if not path.is_file() or path.stat().st_size > MAX_BYTES:
-        raise DataError(f"'{path}' is not a regular file under {MAX_BYTES // 2**20} MiB; remove it or fix it")
-    try:
-        rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"'{path}' is not a readable UTF-8 CSV ({err}); save it as plain UTF-8 CSV") from None
+    rows = read_beside_index(path, MAX_BYTES)
     if not rows or tuple(c.strip() for c in rows[0]) != COLUMNS:
         raise DataError(f"'{path}': the first row must be the header {','.join(COLUMNS)}")
     known, values, problems = set(folders), {}, []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(COLUMNS):
-            problems.append(IndexProblem(str(path), line, f"expected {len(COLUMNS)} fields, got {len(row)}"))
-            continue
-        folder, frame, *numbers = (c.strip() for c in row)
+    for line, (folder, frame, *numbers) in body_rows(rows, len(COLUMNS), path, problems):
         if folder not in known:
             problems.append(IndexProblem(str(path), line, f"folder {folder!r} is not in the index"))
             continue

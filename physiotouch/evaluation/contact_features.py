@@ -25,12 +25,17 @@ from physiotouch.models.mae import NUM_INPUT_FRAMES
 SIDE = 28
 
 
+def pooled_frames(clips: torch.Tensor, side: int) -> torch.Tensor:
+    """Clips [B, T, 3, S, S] -> the frames the encoder sees, average-pooled to side×side [B, 3·3·side²]."""
+    frames = clips[:, :NUM_INPUT_FRAMES].flatten(0, 1)  # [B·3, 3, S, S]
+    return F.adaptive_avg_pool2d(frames, side).reshape(clips.shape[0], -1)
+
+
 class ContactFrames(nn.Module):
     """Stands in for a model in `encode`: features = the frames the encoder sees, pooled to SIDE×SIDE."""
 
     def encode(self, clips: torch.Tensor, path: str = "video") -> torch.Tensor:
-        frames = clips[:, :NUM_INPUT_FRAMES].flatten(0, 1)  # [B·3, 3, S, S]
-        return F.adaptive_avg_pool2d(frames, SIDE).reshape(clips.shape[0], -1)
+        return pooled_frames(clips, SIDE)
 
 
 def contact_features(frames: np.ndarray, sensors: np.ndarray, first: np.ndarray) -> np.ndarray:

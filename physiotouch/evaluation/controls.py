@@ -17,28 +17,34 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from physiotouch.models import TactileVideoMAE
 from physiotouch.models.mae import NUM_INPUT_FRAMES
 from physiotouch.utils.timing import PhaseTimer
 
-from .contact_features import ContactFrames, contact_features
+from .contact_features import SIDE, contact_features, pooled_frames
 from .encoder import encode
 from .probes import ProbeConfig, Task, pool, run_probes, task_metrics
 from .verdicts import paired, per_object
 
 CONTROLS = ("raw_pixels", "pixel_change", "untrained", "contact_features", "majority")
 RAW_SIDE = 8
+NUM_RAW = NUM_INPUT_FRAMES * 3 * RAW_SIDE * RAW_SIDE  # raw pixels' values per clip (576)
 
 
 class RawPixels(nn.Module):
-    """Stands in for a model in `encode`: features = the frames the encoder sees, normalised, average-pooled."""
+    """Stands in for a model in `encode`: features = the frames the encoder sees, normalised, average-pooled to
+    RAW_SIDE×RAW_SIDE; `contact=True` appends the contact control's SIDE×SIDE frames, so that one pass over the
+    clips feeds the three pixel controls (raw pixels, pixel change, contact features)."""
+
+    def __init__(self, contact: bool = False):
+        super().__init__()
+        self.contact = contact
 
     def encode(self, clips: torch.Tensor, path: str = "video") -> torch.Tensor:
-        frames = clips[:, :NUM_INPUT_FRAMES].flatten(0, 1)  # [B·3, 3, S, S]
-        return F.adaptive_avg_pool2d(frames, RAW_SIDE).reshape(clips.shape[0], -1)
+        raw = pooled_frames(clips, RAW_SIDE)
+        return torch.cat([raw, pooled_frames(clips, SIDE)], 1) if self.contact else raw
 
 
 def pixel_change(raw: np.ndarray) -> np.ndarray:
@@ -88,17 +94,20 @@ def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], p
         preds[name] = {}
         out[name], _, choices[name] = run_probes(tasks, x, pcfg, name, predictions=preds[name])
 
-    for name, network in (("raw_pixels", RawPixels()), ("untrained", fresh), ("contact_features", ContactFrames())):
+    for name, network in (("raw_pixels", RawPixels(contact=True)), ("untrained", fresh)):
         with timer.phase(f"control {name}"):
             encoded = pool({s: encode(network, datasets[s], batch_size, 0.75, errors=False, device=device,
                                       limit=limit, name=f"{s}:{name}") for s in splits}, splits)
-            if name == "contact_features":
-                probe(name, contact_features(encoded["x"], encoded["sensor"], encoded["t"] - 3 == encoded["start"]))
-            else:
-                probe(name, encoded["x"])
-        if name == "raw_pixels":  # from the same pass: the pooled frames' changes
+            x = encoded["x"]
+            if name == "raw_pixels":  # the pixel pass: its first part raw pixels, the rest the contact frames
+                x, frames = x[:, :NUM_RAW], x[:, NUM_RAW:]
+            probe(name, x)
+        if name == "raw_pixels":  # from the same pass: the pooled frames' changes, and the contact features
             with timer.phase("control pixel_change"):
-                probe("pixel_change", pixel_change(encoded["x"]))
+                probe("pixel_change", pixel_change(x))
+            with timer.phase("control contact_features"):
+                probe("contact_features", contact_features(frames, encoded["sensor"],
+                                                           encoded["t"] - NUM_INPUT_FRAMES == encoded["start"]))
     with timer.phase("control majority"):
         preds["majority"] = majority_predictions(tasks)
         out["majority"] = majority_metrics(tasks, pcfg, preds["majority"])

@@ -147,7 +147,7 @@ class _TorchFits:
             solutions, state = [], None
             for value in values:  # along the path, each value warm-started from the last (C ascending)
                 V, c, state = probe_fits.logistic_fits(self._features(fits), self.y, self.classes, fits, value,
-                                                       self.cfg.max_iter, state, probe_fits.GTOL_INNER)
+                                                       self.cfg.max_iter, state)
                 solutions.append((V, c))
                 for p, (f, _, _, _) in enumerate(plans):
                     self.path.setdefault((f, value), []).append((state[0][p], state[1][p]))

@@ -7,6 +7,7 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
@@ -57,9 +58,10 @@ def configure_wandb(loggers: list, cfg: DictConfig) -> None:
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSV logger deletes `metrics.csv` when its folder exists; a resumed run would lose every row
     written before the kill. This one keeps the rows up to the checkpoint it resumes from (`resume_from`: the
-    checkpoint's step and epoch) and replaces the later ones, which the resumed run writes again."""
+    checkpoint's step, epoch and epoch-end summary, `check_resumable`) and replaces the later ones, which the resumed
+    run writes again; an epoch-end summary the kill kept from the file is written from the checkpoint."""
 
-    resume_from: tuple[int, int] | None = None  # (step, epoch) of the checkpoint; None: a fresh run
+    resume_from: tuple[int, int, dict] | None = None  # (step, epoch, summary) of the checkpoint; None: a fresh run
 
     @property
     def experiment(self):
@@ -80,7 +82,7 @@ class _ResumingWriter(ExperimentWriter):
         if self._resume_from is None:
             path.unlink()  # a fresh run (the run folder's lock and checks make sure it is this run's own file)
             return
-        step, epoch = self._resume_from
+        step, epoch, summary = self._resume_from
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             fields, rows = list(reader.fieldnames or []), list(reader)
@@ -96,8 +98,21 @@ class _ResumingWriter(ExperimentWriter):
             return row_step <= step and row_epoch <= epoch
 
         kept = [r for r in rows if before_checkpoint(r)]
+        if summary and not any(r.get(k) not in (None, "") for r in kept for k in summary
+                               if _float(r.get("epoch")) == epoch):
+            # as Lightning logs it: float32 values, at the epoch's last batch (step − 1), with the epoch
+            kept.append({"step": str(step - 1), "epoch": str(epoch),
+                         **{k: repr(float(np.float32(v))) for k, v in summary.items()}})
+            fields += [k for k in summary if k not in fields]
         atomic_write_text(path, _csv_text(fields, kept))
         self.metrics_keys = sorted(fields)
+
+
+def _float(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _csv_text(fields: list[str], rows: list[dict]) -> str:

@@ -104,7 +104,7 @@ def build(cfg: DictConfig, run: RunDir) -> Built:
     return Built(run, datamodule, module, trainer, ckpt_path)
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path, resume_from: tuple[int, int] | None = None) -> L.Trainer:
+def build_trainer(cfg: DictConfig, output_dir: Path, resume_from: tuple[int, int, dict] | None = None) -> L.Trainer:
     loggers = instantiate_loggers(cfg)
     if not any(isinstance(lg, CSVLogger) for lg in loggers):  # the CSV logger is always on
         loggers.append(ResumableCSVLogger(save_dir=str(output_dir), name="csv", version=""))
