@@ -18,7 +18,6 @@ from physiotouch.cli import user_errors
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.run import run_evaluation
 from physiotouch.evaluation.settings import eval_config
-from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.run_folder import RunDir, RunFolderError
 from physiotouch.training.loggers import finish_wandb, instantiate_loggers
 
@@ -26,7 +25,6 @@ log = logging.getLogger("physiotouch.evaluate")
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    register_with_hydra()
     ckpt = Path(cfg.ckpt_path)
     model, _ = load_model(ckpt)
     run = RunDir.of_checkpoint(ckpt)
@@ -69,8 +67,6 @@ def main(cfg: DictConfig) -> None:
     finally:
         finish_wandb()
 
-
-register_with_hydra()
 
 if __name__ == "__main__":
     main()

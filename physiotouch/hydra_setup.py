@@ -2,9 +2,9 @@
 defaults), composing outside a Hydra app (tests), the command line's overrides, the config tree print.
 
 One source per default: each settings dataclass's field defaults are stored as the Hydra config node
-`dataclass_defaults/<name>`, and the YAML files extend that node with their deltas
+`<name>_settings`, and the YAML files extend that node with their deltas
 (`physiotouch/conf/model/vit_l14.yaml`:
-`defaults: [/dataclass_defaults/model@_here_, _self_]` plus its sizes). The node is a plain mapping, not a typed
+`defaults: [/model_settings@_here_, _self_]` plus its sizes). The node is a plain mapping, not a typed
 structured config, so that a wrong value reaches `config_checks.py`, which names the key in one line.
 """
 
@@ -23,7 +23,8 @@ from physiotouch.training.optim import OptimConfig
 from physiotouch.training.schemes import LossConfig
 from physiotouch.utils.plain import field_defaults
 
-DEFAULTS_GROUP = "dataclass_defaults"
+# Each node is a root-level config named `<name>_settings` (not a group: `--help` lists the groups a user picks from).
+SETTINGS_NODE = "{}_settings"
 # The model group is built with `_target_` like data, trainer, loggers and callbacks (hydra.utils.instantiate); the
 # training module calls the same function on the saved plain values (models/build.py).
 TARGETS = {"model": BUILDER}
@@ -32,11 +33,12 @@ SETTINGS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "aug
 
 
 def register_with_hydra() -> None:
-    """Before composing: the resolvers the config tree uses and the `dataclass_defaults/*` nodes."""
+    """The resolvers the config tree uses and the `<name>_settings` nodes. Called once per process by Hydra's
+    plugin scan (`hydra_plugins/physiotouch_configs`), before anything composes: no entry point calls it."""
     store = ConfigStore.instance()
     for name, cls in SETTINGS.items():
         target = {"_target_": TARGETS[name]} if name in TARGETS else {}
-        store.store(group=DEFAULTS_GROUP, name=name, node={**target, **field_defaults(cls)})
+        store.store(name=SETTINGS_NODE.format(name), node={**target, **field_defaults(cls)})
     if not OmegaConf.has_resolver("physiotouch_root"):
         OmegaConf.register_new_resolver("physiotouch_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("physiotouch_is_alternating"):
@@ -52,6 +54,5 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     """
     from hydra import compose, initialize_config_dir
 
-    register_with_hydra()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 
 from physiotouch.cli import user_errors
 from physiotouch.config_checks import validate_train_config
-from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.run_folder import RunDir
 from physiotouch.training.loggers import finish_wandb
 from physiotouch.training.run import run_training
@@ -40,8 +39,6 @@ def main(cfg: DictConfig) -> float | None:
     finally:
         finish_wandb()
 
-
-register_with_hydra()  # before @hydra.main composes the config
 
 if __name__ == "__main__":
     main()

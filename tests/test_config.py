@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.paths import CONF_DIR
 
 GROUPS = ["data", "model", "loss", "trainer", "logger", "callbacks", "experiment", "ablation", "hparams_search",
@@ -19,8 +21,8 @@ def options(group: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def hydra_ctx():
-    """One Hydra initialisation for the whole module (composing is then cheap)."""
-    register_with_hydra()
+    """One Hydra initialisation for the whole module (composing is then cheap; no registration call: see
+    test_the_config_tree_composes_from_any_entry_point_without_a_registration_call)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         yield
 
@@ -53,3 +55,53 @@ def test_reference_experiment_matches_the_reference_script(hydra_ctx, tmp_path):
     assert (cfg.data.batch_size, cfg.optim.accum_iter, cfg.trainer.max_epochs, cfg.optim.warmup_epochs,
             cfg.optim.blr, cfg.loss.alpha, cfg.loss.beta, cfg.model.mask_ratio) == (8, 2, 100, 40, 1e-3, .75, .25, .75)
     assert (cfg.callbacks.periodic.every_n_epochs, cfg.callbacks.periodic.save_top_k) == (10, 2)
+
+
+@pytest.mark.parametrize("option,files", [("tensorboard", "tensorboard/**/events.out.tfevents.*"),
+                                          ("mlflow", "mlflow.db")])
+def test_the_tensorboard_and_mlflow_loggers_write_their_files(hydra_ctx, tmp_path, option, files):
+    """`logger=tensorboard` (extra: tensorboard, part of the test install) and `logger=mlflow` (extra: mlflow, tested
+    where installed): each beside the CSV logger, writing its own files under the run folder."""
+    if option == "mlflow":
+        pytest.importorskip("mlflow")
+    from physiotouch.training.loggers import ResumableCSVLogger, instantiate_loggers
+
+    loggers = instantiate_loggers(compose_config([f"logger={option}", f"paths.output_dir={tmp_path}"]))
+    assert any(isinstance(lg, ResumableCSVLogger) for lg in loggers) and len(loggers) == 2
+    for lg in loggers:
+        lg.log_metrics({"val/objective": 0.5}, step=0)
+        lg.finalize("success")
+    assert list(tmp_path.glob(files)), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    if option == "mlflow":  # the metric is in the run the logger made
+        lg = loggers[-1]
+        assert [m.value for m in lg.experiment.get_metric_history(lg.run_id, "val/objective")] == [0.5]
+
+
+def test_the_config_tree_composes_from_any_entry_point_without_a_registration_call(tmp_path):
+    """A fresh interpreter that imports nothing of physiotouch composes the tree through Hydra alone, by module and
+    by folder: the nodes and resolvers come with Hydra's plugin scan (hydra_plugins/physiotouch_configs)."""
+    code = ("from hydra import compose, initialize_config_dir, initialize_config_module\n"
+            "from omegaconf import OmegaConf\n"
+            "with initialize_config_module('physiotouch.conf', version_base='1.3'):\n"
+            f"    a = compose('train', overrides=['paths.output_dir={tmp_path}', 'loss=equal'])\n"
+            "import physiotouch.paths as p\n"
+            "with initialize_config_dir(str(p.CONF_DIR), version_base='1.3'):\n"
+            f"    b = compose('evaluate', overrides=['paths.output_dir={tmp_path}'])\n"
+            "print(OmegaConf.to_container(a, resolve=True)['model']['mask_ratio'], a.loss.name, 'eval' in b)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["0.75", "equal", "True"]
+
+
+def test_help_lists_the_groups_a_user_picks_from_and_info_the_sweeper_once(tmp_path):
+    def run(flag: str) -> str:
+        res = subprocess.run([sys.executable, "-m", "physiotouch.train", flag], capture_output=True, text=True,
+                             cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout
+
+    groups = run("--help").split("== Config ==")[0]
+    assert "logger: csv, mlflow, none, tensorboard, wandb" in groups and "recipe: " in groups
+    assert "_settings" not in groups and "dataclass_defaults" not in groups  # the settings nodes are not choices
+    sweepers = run("--info").split("Sweeper:")[1].split("Config search path")[0]
+    assert sweepers.split() == ["--------", "BasicSweeper", "PhysiotouchOptunaSweeper"]

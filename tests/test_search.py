@@ -234,9 +234,8 @@ def test_under_slurm_submitit_alone_requeues_and_a_requeued_job_resumes(monkeypa
 def test_slurm_preset_runs_one_task_per_gpu():
     from hydra import compose, initialize_config_dir
 
-    from physiotouch.hydra_setup import CONF_DIR, register_with_hydra
+    from physiotouch.hydra_setup import CONF_DIR
 
-    register_with_hydra()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"],
                       return_hydra_config=True)
@@ -267,10 +266,9 @@ def test_every_sampler_composes_and_instantiates_with_every_preset(sampler, pres
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from physiotouch.hydra_setup import CONF_DIR, register_with_hydra
+    from physiotouch.hydra_setup import CONF_DIR
     from physiotouch.search.sweeper import PhysiotouchOptunaSweeper
 
-    register_with_hydra()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"hparams_search={preset}", f"hydra/sweeper/sampler={sampler}",
                                                       f"paths.output_dir={tmp_path}"], return_hydra_config=True)

@@ -2,8 +2,9 @@
 class's own module name): this subclass puts physiotouch's Optuna sweeper there. The code lives in
 `physiotouch.search.sweeper`."""
 
-from physiotouch.search.sweeper import PhysiotouchOptunaSweeper as _Sweeper
+from physiotouch.search import sweeper as _implementation  # the module, not its class: Hydra's scan registers every
+# plugin class it finds in this module's namespace, and the base class held here would be listed a second time
 
 
-class PhysiotouchOptunaSweeper(_Sweeper):
+class PhysiotouchOptunaSweeper(_implementation.PhysiotouchOptunaSweeper):
     pass

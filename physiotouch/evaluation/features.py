@@ -32,16 +32,17 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
     losses = model.per_clip_losses(target, out["pred"], out["mask"])
     m = out["mask"]
     masked = lambda e: (e * m).sum(1) / m.sum(1)  # noqa: E731 - [B, L] -> [B]
-    copy = ((target[:, :, 2] - target[:, :, 3]) ** 2).mean(dim=(-1, -2))  # frame 3 as the guess of frame 4
+    err = model.patch_errors  # the loss's own formula: (target, guess) [..., V] -> [...]
+    copy = err(target[:, :, 3], target[:, :, 2]).mean(1)  # frame 3 as the guess of frame 4
     visible = (1 - m)[:, :, None, None]  # [B, L, 1, 1]
     visible_mean = (target[:, :, :3] * visible).sum(1, keepdim=True) / visible.sum(1, keepdim=True)  # [B, 1, 3, V]
-    mean_err = ((visible_mean - target[:, :, :3]) ** 2).mean(dim=-1)  # [B, L, 3]
-    mean_pred = ((target[:, :, :3].mean(2) - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
+    mean_err = err(target[:, :, :3], visible_mean)  # [B, L, 3]
+    mean_pred = err(target[:, :, 3], target[:, :, :3].mean(2)).mean(1)
     # Input-matched guesses of frame 4: what the model could copy from what it sees or makes of frame 3
-    own = ((out["pred"][:, :, 2].float() - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
+    own = err(target[:, :, 3], out["pred"][:, :, 2]).mean(1)
     seen = visible[..., 0]  # [B, L, 1]
     frame3 = target[:, :, 2] * seen + visible_mean[:, :, 2] * (1 - seen)  # visible patches, else their mean
-    copy_visible = ((frame3 - target[:, :, 3]) ** 2).mean(dim=(-1, -2))
+    copy_visible = err(target[:, :, 3], frame3).mean(1)
     frames = losses["frame_errors"]  # [B, 4]
     return {"static": losses["loss_static"], "recon": losses["loss_recon"], "pred": losses["loss_pred"],
             "objective": model.objective(losses), **{f"frame{i + 1}": frames[:, i] for i in range(4)},

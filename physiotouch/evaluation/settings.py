@@ -1,5 +1,5 @@
 """The evaluation's settings: their defaults here are the only ones (physiotouch/conf/eval/default.yaml extends
-them through Hydra's `dataclass_defaults/eval` node, physiotouch/hydra_setup.py)."""
+them through Hydra's `eval_settings` node, physiotouch/hydra_setup.py)."""
 
 from __future__ import annotations
 

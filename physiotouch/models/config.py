@@ -1,5 +1,5 @@
 """Plain dataclasses for the model's sizes. Their defaults are the tiny model and the only defaults: Hydra's
-`physiotouch/conf/model/*.yaml` extend them (`dataclass_defaults/model`, physiotouch/hydra_setup.py) with their deltas.
+`physiotouch/conf/model/*.yaml` extend them (`model_settings`, physiotouch/hydra_setup.py) with their deltas.
 
 Field names follow Hugging Face's CLIP vision config, so a CLIP `config.json` can be compared key by key.
 """

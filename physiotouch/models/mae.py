@@ -173,18 +173,24 @@ class TactileVideoMAE(nn.Module):
         """Mean of [B, L] values over the masked (removed) patches."""
         return (per_patch * mask).sum() / mask.sum()
 
+    @staticmethod
+    def patch_errors(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """The one loss formula: mean squared error over each patch's values (in float32 under mixed precision).
+        target, pred [..., V] -> [...]."""
+        return ((pred.float() - target) ** 2).mean(dim=-1)
+
     def forward_loss(self, target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Joint losses from one video pass. target, pred [B, L, 4, V]; mask [B, L]."""
-        err = (pred.float() - target) ** 2  # [B, L, 4, V]
-        loss_static = self.masked_mean(err[:, :, 0].mean(dim=-1), mask)
-        loss_recon = self.masked_mean(err[:, :, :NUM_INPUT_FRAMES].mean(dim=(-2, -1)), mask)
+        err = self.patch_errors(target, pred)  # [B, L, 4]
+        loss_static = self.masked_mean(err[:, :, 0], mask)
+        loss_recon = self.masked_mean(err[:, :, :NUM_INPUT_FRAMES].mean(dim=-1), mask)
         loss_pred = err[:, :, NUM_INPUT_FRAMES].mean()  # frame 4 is never seen: every patch counts
         return {"loss_static": loss_static, "loss_recon": loss_recon, "loss_pred": loss_pred,
                 "loss_dynamic": loss_recon + loss_pred}
 
     def per_clip_losses(self, target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """The losses of `forward_loss`, per clip. target, pred [B, L, 4, V]; mask [B, L] -> each [B]."""
-        err = ((pred.float() - target) ** 2).mean(dim=-1)  # [B, L, 4]
+        err = self.patch_errors(target, pred)  # [B, L, 4]
         masked = (err[:, :, :NUM_INPUT_FRAMES] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # [B, 3]
         loss_recon = masked.mean(-1)
         loss_pred = err[:, :, NUM_INPUT_FRAMES].mean(1)
@@ -214,7 +220,7 @@ class TactileVideoMAE(nn.Module):
         latent, mask, ids_restore = self.forward_encoder(self.embed_image(clips[:, 0]), ratio, noise)
         pred = self.forward_decoder(latent, ids_restore, self.head_image)  # [B, L, V]
         target = self.targets(clips[:, :1])[:, :, 0]  # [B, L, V]
-        loss = self.masked_mean(((pred.float() - target) ** 2).mean(dim=-1), mask)
+        loss = self.masked_mean(self.patch_errors(target, pred), mask)
         return {"loss_static": loss, "pred": pred, "mask": mask}
 
     # ----------------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from physiotouch.checkpoints.export import export_safetensors
 from physiotouch.checkpoints.format import load_model, model_name, same_model
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.test_split import evaluate_test
-from physiotouch.hydra_setup import register_with_hydra
 from physiotouch.paths import REPO_DIR
 from physiotouch.run_folder import RunDir
 from physiotouch.utils import markdown as md
@@ -115,7 +114,6 @@ def check_tag(tag: str, docs_root: Path) -> None:
 def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str | None = None,
              docs_root: Path = REPO_DIR, batch_size: int = 64, log=print, replicates: list[Path] | None = None
              ) -> Path:
-    register_with_hydra()
     if tag is not None:  # every precondition of the tag before anything is read or looked at
         check_tag(tag, docs_root)
     target = resolve_target(path)
