@@ -77,6 +77,7 @@ def test_the_tensorboard_and_mlflow_loggers_write_their_files(hydra_ctx, tmp_pat
         assert [m.value for m in lg.experiment.get_metric_history(lg.run_id, "val/objective")] == [0.5]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_config_tree_composes_from_any_entry_point_without_a_registration_call(tmp_path):
     """A fresh interpreter that imports nothing of physiotouch composes the tree through Hydra alone, by module and
     by folder: the nodes and resolvers come with Hydra's plugin scan (hydra_plugins/physiotouch_configs)."""
@@ -93,6 +94,7 @@ def test_the_config_tree_composes_from_any_entry_point_without_a_registration_ca
     assert res.stdout.split() == ["0.75", "equal", "True"]
 
 
+@pytest.mark.slow  # two commands
 def test_help_lists_the_groups_a_user_picks_from_and_info_the_sweeper_once(tmp_path):
     def run(flag: str) -> str:
         res = subprocess.run([sys.executable, "-m", "physiotouch.train", flag], capture_output=True, text=True,

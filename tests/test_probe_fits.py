@@ -15,7 +15,9 @@ from physiotouch.evaluation.tuned import fit_tuned, grid, inner_folds
 
 METRIC_TOLERANCE = 0.02  # accuracy, F1, AUROC, AUPRC, R² (absolute): a clip or two of the ~100 tested here
 CHOICE_TOLERANCE = 0.01  # a different C, α or k only where scikit-learn's inner error for it is this close to its best
-PROBABILITY_TOLERANCE = 0.01  # mean |probability| difference (a flat optimum: solvers stop at 1e-4, 1e-5)
+# ... or one scored clip away (the inner error's resolution): both solvers stop at gradient 1e-4, and on a flat optimum
+# (weak regularisation, few clips) either one can sit a clip away from the exact optimum (measured: tol=1e-9 fits)
+PROBABILITY_TOLERANCE = 0.01  # mean |probability| difference (both solvers stop at gradient 1e-4 on a flat optimum)
 
 
 def _data(seed: int, n_objects: int = 10, per_object: int = 30, dim: int = 24, classes: int = 3):
@@ -110,13 +112,16 @@ def test_every_metric_of_every_probe_agrees_on_the_built_in_layout(small_data, t
     (m_torch, _, c_torch), (m_sk, _, c_sk) = results["torch"], results["sklearn"]
     assert m_torch.keys() == m_sk.keys() and c_torch.keys() == c_sk.keys()
     differ = {probe for probe in c_sk if "/loso_" in probe}
+    task_of = {task.key("linear", "")[:-1]: task for task in tasks}
     for probe, ours in c_torch.items():
         oracle = c_sk[probe]
         values = grid("knn" if probe.endswith("_knn") else "linear", ours["name"] == "alpha", cfg)[1]
         for f, (a, b) in enumerate(zip(ours["per_fold"], oracle["per_fold"])):
             if a != b and probe not in differ:
-                errors = oracle["inner_errors"][f]
-                assert errors[values.index(a)] - min(errors) <= CHOICE_TOLERANCE * max(1.0, min(errors)), (probe, f)
+                errors, scored = oracle["inner_errors"][f], len(task_of[probe.removesuffix("_knn")].folds[f][0])
+                one_clip = 1.0 / scored if ours["name"] == "C" else 0.0  # an accuracy's resolution
+                assert errors[values.index(a)] - min(errors) <= max(CHOICE_TOLERANCE * max(1.0, min(errors)),
+                                                                    one_clip + 1e-12), (probe, f, errors)
                 differ.add(probe)
     for key in m_torch:
         if any(key.startswith(probe + "_") and key[len(probe) + 1:].count("_") <= 1 for probe in differ):

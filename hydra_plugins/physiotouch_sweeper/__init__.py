@@ -2,8 +2,9 @@
 class's own module name): this subclass puts physiotouch's Optuna sweeper there. The code lives in
 `physiotouch.search.sweeper`."""
 
-from physiotouch.search import sweeper as _implementation  # the module, not its class: Hydra's scan registers every
-# plugin class it finds in this module's namespace, and the base class held here would be listed a second time
+# The module, not its class: Hydra's scan registers every plugin class it finds in this module's namespace, and the
+# base class held here would be listed a second time.
+from physiotouch.search import sweeper as _implementation
 
 
 class PhysiotouchOptunaSweeper(_implementation.PhysiotouchOptunaSweeper):

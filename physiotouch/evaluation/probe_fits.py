@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-GTOL = 1e-5  # stop when every |gradient component| is below this. scikit-learn's LogisticRegression stops at tol=1e-4,
-# but on a flat optimum (weak regularisation, few clips) our path stopped there a clip away from the exact optimum
-# (measured against tol=1e-9) where scikit-learn's had reached it; ten times tighter, both give the exact optimum's
-# predictions. The inner cross-validation's fits use it too: looser, they chose other C values than scikit-learn.
+GTOL = 1e-4  # scikit-learn's LogisticRegression tol: its lbfgs stops at this gradient (max |component|). The inner
+# cross-validation's fits use it too: a looser one (1e-3, tried) chose other C values than scikit-learn. A tighter one
+# (1e-5) is not reachable in float32 on some pixel-feature fits: they ran to max_iter (minutes per evaluation).
 EXP_FLOOR = -50.0  # e^-50 ~ 2e-22: far from float32's subnormals even after the fits' weights (see f_and_grad)
 FTOL = 64 * float(np.finfo(float).eps)  # and at this relative decrease of the objective (scipy's ftol as it sets it)
 
