@@ -113,8 +113,7 @@ def test_attribute_labels_are_learnable_from_pixels_on_held_out_sequences(tmp_pa
     pooled pixels' change between frames beats the majority class. (Raw pooled pixels with a linear probe do not:
     a slide's or a rotation's direction varies, only its magnitude tells the motion; README, evaluation.)"""
     from physiotouch.data import build_datamodule
-    from physiotouch.evaluation.contact_features import ContactFrames, contact_features
-    from physiotouch.evaluation.controls import RawPixels, majority_metrics, pixel_change
+    from physiotouch.evaluation.controls import RawPixels, majority_metrics, pixel_change, pixel_pass_features
     from physiotouch.evaluation.encoder import encode
     from physiotouch.evaluation.targets import clip_targets
     from physiotouch.hydra_setup import compose_config
@@ -124,21 +123,20 @@ def test_attribute_labels_are_learnable_from_pixels_on_held_out_sequences(tmp_pa
     dm = build_datamodule(data)  # the built-in data set, as `python -m physiotouch.train` makes it
     dm.prepare_data()
     dm.setup("fit")
-    feats = {s: encode(RawPixels(), dm.datasets[s], 64, 0.75, errors=False, name=f"{s}:raw") for s in ("train", "val")}
+    feats = {s: encode(RawPixels(contact=True), dm.datasets[s], 64, 0.75, errors=False, name=f"{s}:raw")
+             for s in ("train", "val")}
     pooled = pool(feats)
+    raw, contact = pixel_pass_features(pooled)  # one pass, as the evaluation's pixel controls
     pcfg = ProbeConfig()
     targets, not_run = clip_targets(dm.index, pooled, pcfg)
     tasks = build_tasks(pooled, dm.record["labels"], targets, pcfg)
     names = {t.name for t in tasks}
     assert not not_run and {"motion", "peak_depth", "object", "sensor", "window_motion", "window_depth",
                             "window_travel", "window_rotation"} <= names
-    change, majority = run_probes(tasks, pixel_change(pooled["x"]), pcfg)[0], majority_metrics(tasks, pcfg)
+    change, majority = run_probes(tasks, pixel_change(raw), pcfg)[0], majority_metrics(tasks, pcfg)
     assert change["val/probe_motion_accuracy"] > majority["val/probe_motion_accuracy"] + 0.05, (change, majority)
     assert majority["val/probe_peak_depth_r2"] <= 0.0 < majority["val/probe_peak_depth_mae"]
-    frames = pool({s: encode(ContactFrames(), dm.datasets[s], 64, 0.75, errors=False, name=f"{s}:contact")
-                   for s in ("train", "val")})
-    ceiling = run_probes(tasks, contact_features(frames["x"], frames["sensor"], frames["t"] - 3 == frames["start"]),
-                         pcfg)[0]  # the hand-made ceiling reads each window's motion and depth from the pixels
+    ceiling = run_probes(tasks, contact, pcfg)[0]  # the hand-made ceiling reads each window's motion and depth
     assert ceiling["val/probe_window_motion_accuracy"] > 0.75 and ceiling["val/probe_window_depth_r2"] > 0.3, ceiling
     for task in tasks:  # unseen objects for the attributes: every non-test object tested once, by a probe fit on others
         if task.name in ("motion", "peak_depth", "surface", "window_motion", "window_depth"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from physiotouch.models.mae import NUM_INPUT_FRAMES
 
@@ -31,15 +30,8 @@ def pooled_frames(clips: torch.Tensor, side: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(frames, side).reshape(clips.shape[0], -1)
 
 
-class ContactFrames(nn.Module):
-    """Stands in for a model in `encode`: features = the frames the encoder sees, pooled to SIDE×SIDE."""
-
-    def encode(self, clips: torch.Tensor, path: str = "video") -> torch.Tensor:
-        return pooled_frames(clips, SIDE)
-
-
 def contact_features(frames: np.ndarray, sensors: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """ContactFrames features [N, 3·3·SIDE²], each clip's sensor [N] and whether its window starts at its
+    """`pooled_frames(clips, SIDE)` [N, 3·3·SIDE²], each clip's sensor [N] and whether its window starts at its
     recording's first frame [N] -> hand-made contact features [N, 48]."""
     frames = frames.reshape(len(frames), NUM_INPUT_FRAMES, 3, SIDE, SIDE)
     maps = np.empty((len(frames), NUM_INPUT_FRAMES, SIDE, SIDE), np.float32)

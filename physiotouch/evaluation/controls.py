@@ -47,6 +47,13 @@ class RawPixels(nn.Module):
         return torch.cat([raw, pooled_frames(clips, SIDE)], 1) if self.contact else raw
 
 
+def pixel_pass_features(encoded: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel pass (`RawPixels(contact=True)`, pooled) -> (raw pixels [N, NUM_RAW], contact features [N, 48])."""
+    x = encoded["x"]
+    first = encoded["t"] - NUM_INPUT_FRAMES == encoded["start"]  # windows that start their recording
+    return x[:, :NUM_RAW], contact_features(x[:, NUM_RAW:], encoded["sensor"], first)
+
+
 def pixel_change(raw: np.ndarray) -> np.ndarray:
     """RawPixels features [N, 3·3·64] -> |consecutive frame differences| [N, 2·3·64]."""
     frames = raw.reshape(len(raw), NUM_INPUT_FRAMES, -1)
@@ -98,16 +105,13 @@ def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], p
         with timer.phase(f"control {name}"):
             encoded = pool({s: encode(network, datasets[s], batch_size, 0.75, errors=False, device=device,
                                       limit=limit, name=f"{s}:{name}") for s in splits}, splits)
-            x = encoded["x"]
-            if name == "raw_pixels":  # the pixel pass: its first part raw pixels, the rest the contact frames
-                x, frames = x[:, :NUM_RAW], x[:, NUM_RAW:]
+            x, contact = pixel_pass_features(encoded) if name == "raw_pixels" else (encoded["x"], None)
             probe(name, x)
         if name == "raw_pixels":  # from the same pass: the pooled frames' changes, and the contact features
             with timer.phase("control pixel_change"):
                 probe("pixel_change", pixel_change(x))
             with timer.phase("control contact_features"):
-                probe("contact_features", contact_features(frames, encoded["sensor"],
-                                                           encoded["t"] - NUM_INPUT_FRAMES == encoded["start"]))
+                probe("contact_features", contact)
     with timer.phase("control majority"):
         preds["majority"] = majority_predictions(tasks)
         out["majority"] = majority_metrics(tasks, pcfg, preds["majority"])

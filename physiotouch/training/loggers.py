@@ -98,21 +98,15 @@ class _ResumingWriter(ExperimentWriter):
             return row_step <= step and row_epoch <= epoch
 
         kept = [r for r in rows if before_checkpoint(r)]
-        if summary and not any(r.get(k) not in (None, "") for r in kept for k in summary
-                               if _float(r.get("epoch")) == epoch):
+        # kept rows hold a valid epoch or none (before_checkpoint dropped the others)
+        if summary and not any(r.get(k) not in (None, "") for r in kept if r.get("epoch") not in (None, "")
+                               and float(r["epoch"]) == epoch for k in summary):
             # as Lightning logs it: float32 values, at the epoch's last batch (step − 1), with the epoch
             kept.append({"step": str(step - 1), "epoch": str(epoch),
                          **{k: repr(float(np.float32(v))) for k, v in summary.items()}})
             fields += [k for k in summary if k not in fields]
         atomic_write_text(path, _csv_text(fields, kept))
         self.metrics_keys = sorted(fields)
-
-
-def _float(text) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
 
 
 def _csv_text(fields: list[str], rows: list[dict]) -> str:
