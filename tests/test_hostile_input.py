@@ -826,6 +826,31 @@ def test_relaunched_search_runs_queued_retries_even_after_n_trials(tmp_path):
     assert sweeper._next_batch_size(study) == 0
 
 
+def test_a_trial_that_goes_stale_between_two_looks_is_still_retried(tmp_path):
+    """The sweep's loop ends only when no trial is RUNNING: a trial that turned stale after `_fail_stale` looked keeps
+    the loop going, and the next pass fails it and queues its retry."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from physiotouch.search import storage as st
+    from physiotouch.search.sweeper import FINISHED_ATTR, PhysiotouchOptunaSweeper
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    for _ in range(2):
+        trial = study.ask()
+        trial.set_user_attr(FINISHED_ATTR, True)
+        study.tell(trial, 1.0)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    dead.set_user_attr(st.HEARTBEAT_ATTR, 0.0)  # its sweep stopped beating long ago
+    sweeper = PhysiotouchOptunaSweeper.__new__(PhysiotouchOptunaSweeper)
+    sweeper.n_trials, sweeper.n_jobs, sweeper.search = 2, 1, {}
+    assert sweeper._next_batch_size(study) == 0  # n_trials have finished: nothing new to start...
+    assert sweeper._others_running(study)  # ...but the loop goes on while the stale trial is RUNNING
+    sweeper._fail_stale(study, study._storage)
+    assert study.trials[dead.number].state == TrialState.FAIL
+    assert sweeper._next_batch_size(study) == 1 and not sweeper._others_running(study)  # its retry runs
+
+
 def test_a_stale_run_folder_file_from_a_fifo_never_blocks(tmp_path):
     from physiotouch import run_folder
 

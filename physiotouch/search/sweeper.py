@@ -233,8 +233,9 @@ class PhysiotouchOptunaSweeper(Sweeper):
         return batch
 
     def _others_running(self, study: optuna.Study) -> bool:
-        return any(not st.is_stale(t, self._grace())
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        """Any RUNNING trial, stale or not: one that went stale since `_fail_stale` looked is failed and queued again
+        on the next pass, never left RUNNING by a sweep that ends in between (a race seen in CI)."""
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def _launch(self, trials: list, overrides: list[tuple]) -> list:
         """Job number = trial number (unique in the study): the job finds its trial by it, and a relaunched or second
