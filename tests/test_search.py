@@ -325,9 +325,13 @@ def test_a_killed_sweeps_trial_is_retried_within_a_few_heartbeats(small_data, tm
 
     beat, n = 1, 3
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    cmds = [sweep(small_data, tmp_path, storage, name, n, f"search.heartbeat_seconds={beat}", "trainer.max_epochs=3",
-                  "trainer.limit_train_batches=6") for name in ("victim", "survivor")]
-    victim = subprocess.Popen(cmds[0], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # The victim's trials are long (it is killed in its first), so that both sweeps are seen mid-trial at once
+    # however late the survivor starts; the survivor's own trials, and its retry of the victim's, are short.
+    cmds = [sweep(small_data, tmp_path, storage, name, n, f"search.heartbeat_seconds={beat}",
+                  f"trainer.max_epochs={epochs}", "trainer.limit_train_batches=6")
+            for name, epochs in (("victim", 300), ("survivor", 3))]
+    victim_log = open(tmp_path / "victim.log", "w")
+    victim = subprocess.Popen(cmds[0], stdout=subprocess.DEVNULL, stderr=victim_log, start_new_session=True)
     survivor = subprocess.Popen(cmds[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     running: dict = {}
@@ -339,11 +343,12 @@ def test_a_killed_sweeps_trial_is_retried_within_a_few_heartbeats(small_data, tm
             continue
         running = {Path(t.user_attrs["job_dir"]).parent.name: t for t in study.get_trials(states=(TrialState.RUNNING,))
                    if "job_dir" in t.user_attrs}
-    assert set(running) == {"victim", "survivor"}, running
+    assert set(running) == {"victim", "survivor"}, (running, (tmp_path / "victim.log").read_text()[-3000:])
     victims_trial = running["victim"]
     os.killpg(victim.pid, signal.SIGKILL)
     killed_at = time.time()
     victim.wait()
+    victim_log.close()
     _, err = survivor.communicate(timeout=600)
     assert survivor.returncode == 0, err[-3000:]
 
