@@ -14,12 +14,13 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from physiotouch.checkpoints.format import load_model
-from physiotouch.cli import user_errors
+from physiotouch.cli import run_hydra_app, user_errors
 from physiotouch.data import DataError, build_datamodule
 from physiotouch.evaluation.run import run_evaluation
-from physiotouch.evaluation.settings import eval_config
+from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.run_folder import RunDir, RunFolderError
 from physiotouch.training.loggers import finish_wandb, instantiate_loggers
+from physiotouch.utils.settings import build_settings
 
 log = logging.getLogger("physiotouch.evaluate")
 
@@ -43,7 +44,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if change:  # the user chose other data on purpose (use_run_data=false)
         log.warning(change)
     out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
-    settings = eval_config(cfg.eval)
+    settings = build_settings(EvalConfig, cfg.eval, "eval")
     if run is not None:  # one source: the masks this run validated with (its config), not the evaluate config's
         validation = run.config().get("validation")
         if isinstance(validation, dict) and isinstance(validation.get("mask_ratio"), (int, float)):
@@ -69,4 +70,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

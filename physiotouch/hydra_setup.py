@@ -4,11 +4,15 @@ defaults), composing outside a Hydra app (tests), the command line's overrides, 
 One source per default: each settings dataclass's field defaults are stored as the Hydra config node
 `<name>_settings`, and the YAML files extend that node with their deltas
 (`physiotouch/conf/model/vit_l14.yaml`:
-`defaults: [/model_settings@_here_, _self_]` plus its sizes). The node is a plain mapping, not a typed
-structured config, so that a wrong value reaches `config_checks.py`, which names the key in one line.
+`defaults: [/model_settings@_here_, _self_]` plus its sizes). The node is the dataclass itself, a typed structured
+config: composition refuses a key the dataclass lacks or a value of the wrong type, and `cli.py` says so in one line
+(exit 2). Range rules live beside their fields (each dataclass's `validate`).
 """
 
 from __future__ import annotations
+
+import typing
+from dataclasses import field, fields, make_dataclass
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -21,13 +25,14 @@ from physiotouch.models.config import BUILDER, ModelConfig
 from physiotouch.paths import CONF_DIR, project_root
 from physiotouch.training.optim import OptimConfig
 from physiotouch.training.schemes import LossConfig
-from physiotouch.utils.plain import field_defaults
 
 # Each node is a root-level config named `<name>_settings` (not a group: `--help` lists the groups a user picks from).
 SETTINGS_NODE = "{}_settings"
 # The model group is built with `_target_` like data, trainer, loggers and callbacks (hydra.utils.instantiate); the
 # training module calls the same function on the saved plain values (models/build.py).
 TARGETS = {"model": BUILDER}
+# Fields the code sets, never the config.
+SET_BY_CODE = {"synthetic": ("out",)}
 SETTINGS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "augment": AugmentConfig,
             "split": SplitConfig, "synthetic": SynthConfig, "eval": EvalConfig}
 
@@ -37,14 +42,28 @@ def register_with_hydra() -> None:
     plugin scan (`hydra_plugins/physiotouch_configs`), before anything composes: no entry point calls it."""
     store = ConfigStore.instance()
     for name, cls in SETTINGS.items():
-        target = {"_target_": TARGETS[name]} if name in TARGETS else {}
-        store.store(name=SETTINGS_NODE.format(name), node={**target, **field_defaults(cls)})
+        store.store(name=SETTINGS_NODE.format(name), node=settings_node(name, cls))
     if not OmegaConf.has_resolver("physiotouch_root"):
         OmegaConf.register_new_resolver("physiotouch_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("physiotouch_is_alternating"):
         OmegaConf.register_new_resolver("physiotouch_is_alternating", lambda mode: mode == "alternating")
     if not OmegaConf.has_resolver("physiotouch_one_minus"):
         OmegaConf.register_new_resolver("physiotouch_one_minus", lambda x: round(1.0 - float(x), 12))
+
+
+def settings_node(name: str, cls: type) -> type:
+    """The typed node Hydra stores for a settings dataclass: the class itself, with its builder as `_target_` where
+    the group is instantiated (the model) and without the fields the code sets (the synthetic set's `out` is
+    data.root). Same class name, so that composition errors name the dataclass."""
+    skip = SET_BY_CODE.get(name, ())
+    if name not in TARGETS and not skip:
+        return cls
+    hints = typing.get_type_hints(cls)  # resolved here: the new class lives in no module that could resolve them
+    kept = [(f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory))
+            for f in fields(cls) if f.name not in skip]
+    if name in TARGETS:
+        kept.insert(0, ("_target_", str, field(default=TARGETS[name])))
+    return make_dataclass(cls.__name__, kept)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from physiotouch.cli import user_errors
+from physiotouch.cli import run_hydra_app, user_errors
 from physiotouch.config_checks import validate_train_config
 from physiotouch.run_folder import RunDir
 from physiotouch.training.loggers import finish_wandb
@@ -41,4 +41,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

@@ -77,6 +77,46 @@ def test_the_tensorboard_and_mlflow_loggers_write_their_files(hydra_ctx, tmp_pat
         assert [m.value for m in lg.experiment.get_metric_history(lg.run_id, "val/objective")] == [0.5]
 
 
+# Each settings node, a typed field of it (the value "abc" is of the wrong type for it), and its dataclass.
+TYPED_NODES = [("model.encoder", "hidden_size", "EncoderConfig"), ("loss", "alpha", "LossConfig"),
+               ("optim", "blr", "OptimConfig"), ("augment", "hflip", "AugmentConfig"),
+               ("data.split", "fold", "SplitConfig"), ("data.synthetic", "num_objects", "SynthConfig"),
+               ("eval.probe", "C", "ProbeConfig"), ("eval", "batch_size", "EvalConfig")]
+
+
+@pytest.mark.parametrize("where,field,cls", TYPED_NODES)
+def test_composition_refuses_an_unknown_key_or_a_wrong_type_in_every_settings_node(hydra_ctx, tmp_path, where,
+                                                                                 field, cls):
+    """The nodes are the dataclasses themselves (typed structured configs): Hydra refuses a key the class lacks
+    and a value of the wrong type, and the package turns that into one line naming the key."""
+    from hydra.errors import ConfigCompositionException
+
+    from physiotouch.cli import composition_error
+
+    base = [f"paths.output_dir={tmp_path}"]
+    assert OmegaConf.get_type(OmegaConf.select(compose_config(base), where)).__name__ == cls
+    with pytest.raises(ConfigCompositionException) as typo:
+        compose_config([*base, f"{where}.{field}x=1"])
+    said = str(composition_error(typo.value))
+    assert said.startswith(f"unknown key {where}.{field}x (did you mean {where}.{field}?); {where} has: "), said
+    with pytest.raises(ConfigCompositionException) as wrong:
+        compose_config([*base, f"{where}.{field}=abc"])
+    said = str(composition_error(wrong.value))
+    kind = "int" if field in ("hidden_size", "fold", "num_objects", "batch_size") else "float"
+    assert said == f"{where}.{field}='abc' is not valid: it must be of type {kind}", said
+
+
+@pytest.mark.slow  # two commands
+def test_the_commands_say_a_composition_error_in_one_line_with_exit_2(tmp_path):
+    for module, override, says in (("train", "loss.alpah=0.3", "unknown key loss.alpah (did you mean loss.alpha?)"),
+                                   ("evaluate", "eval.probe.C=abc", "eval.probe.C='abc' is not valid")):
+        res = subprocess.run([sys.executable, "-m", f"physiotouch.{module}", override], capture_output=True,
+                             text=True, cwd=tmp_path)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and says in errors[0], res.stderr[-2000:]
+
+
 @pytest.mark.slow  # a fresh interpreter
 def test_the_config_tree_composes_from_any_entry_point_without_a_registration_call(tmp_path):
     """A fresh interpreter that imports nothing of physiotouch composes the tree through Hydra alone, by module and

@@ -618,12 +618,21 @@ def test_every_config_rule_names_its_key(key, tmp_path):
         validate_train_config(cfg)
 
 
-@pytest.mark.parametrize("override", ["optim.accum_iter=0", "validation.mask_ratio=1.0", "optim.warmup_epochs=-1",
-                                      "optim.weight_decay=-1", "data.batch_size=-4", "optim.blr=nan",
-                                      "optim.lr=inf", "seed=1.5"])
+# The range rules written beside their dataclass's fields (each class's `validate`): a bad value for every one.
+SETTINGS_RULES = ["optim.blr=-1", "optim.blr=nan", "optim.lr=inf", "optim.min_lr=-1", "optim.weight_decay=-1",
+                  "optim.warmup_epochs=-1", "optim.accum_iter=0", "optim.grad_clip=-1", "optim.betas=[0.9]",
+                  "optim.betas=[0.9,1.0]", "model.mask_ratio=0", "model.mask_ratio=1", "loss.alpha=-1",
+                  "loss.beta=-1", "loss.static_ratio=1.5", "augment.hflip=2", "augment.vflip=-0.5",
+                  "data.split.val_fraction=1", "data.split.test_fraction=-0.1", "data.split.k_folds=-1",
+                  "data.split.k_folds=3 data.split.fold=3"]
+
+
+@pytest.mark.parametrize("override", ["validation.mask_ratio=1.0", "data.batch_size=-4", "seed=1.5",
+                                      *SETTINGS_RULES])
 def test_meaningless_values_are_refused(override, tmp_path):
-    cfg = compose_config(train_overrides(tmp_path, tmp_path) + [override])
-    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+    overrides = override.split()
+    cfg = compose_config(train_overrides(tmp_path, tmp_path) + overrides)
+    with pytest.raises(ConfigError, match=overrides[-1].split("=")[0].replace(".", r"\.")):
         validate_train_config(cfg)
 
 

@@ -8,6 +8,7 @@ import torch
 from physiotouch.hydra_setup import compose_config
 from physiotouch.models import ModelConfig, TactileVideoMAE, build_model, named_model_configs
 from physiotouch.models.transformer import sincos_pos_embed_2d
+from physiotouch.utils.settings import build_settings
 
 
 @pytest.fixture
@@ -98,11 +99,11 @@ def test_gradients_reach_every_trained_parameter(tiny):
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="image_size"):
-        ModelConfig.from_dict({"encoder": {"image_size": 50, "patch_size": 14}})
+        build_settings(ModelConfig, {"encoder": {"image_size": 50, "patch_size": 14}}, "model")
     with pytest.raises(ValueError, match="unknown key"):
-        ModelConfig.from_dict({"encoder": {"hiden_size": 3}})
+        build_settings(ModelConfig, {"encoder": {"hiden_size": 3}}, "model")
     with pytest.raises(ValueError, match="clip_path"):
-        ModelConfig.from_dict({"encoder": {"init": "clip"}})
+        build_settings(ModelConfig, {"encoder": {"init": "clip"}}, "model")
 
 
 def test_hydra_model_group_builds_models(tmp_path):

@@ -16,6 +16,7 @@ from physiotouch.hydra_setup import compose_config
 from physiotouch.models import ModelConfig, TactileVideoMAE
 from physiotouch.models.transformer import attention_kernel
 from physiotouch.training.run import run_training
+from physiotouch.utils.settings import build_settings
 
 from .conftest import train_overrides
 
@@ -40,7 +41,7 @@ def test_compiled_training_gives_the_eager_losses(small_data, tmp_path):
 
 def _model(**encoder) -> TactileVideoMAE:
     torch.manual_seed(0)
-    return TactileVideoMAE(ModelConfig.from_dict({"encoder": {"hidden_act": "gelu", **encoder}}))
+    return TactileVideoMAE(build_settings(ModelConfig, {"encoder": {"hidden_act": "gelu", **encoder}}, "model"))
 
 
 def _loss_and_grads(model: TactileVideoMAE, clips, noise):

@@ -21,6 +21,7 @@ from physiotouch.training.optim import OptimConfig
 from physiotouch.training.schemes import MODE_DYNAMIC, MODE_JOINT, MODE_STATIC, LossConfig, build_scheme
 from physiotouch.utils.plain import field_defaults, to_plain
 from physiotouch.utils.safe_load import CheckpointError
+from physiotouch.utils.settings import build_settings
 
 
 def _lists(value):
@@ -58,8 +59,8 @@ def test_a_size_is_its_deltas_from_the_defaults(tmp_path):
 
 def test_a_model_config_never_names_another_builder():
     with pytest.raises(ConfigError, match="built by physiotouch.models.build_model only"):
-        ModelConfig.from_dict({"_target_": "os.system"})
-    assert ModelConfig.from_dict({"_target_": BUILDER}) == ModelConfig()
+        build_settings(ModelConfig, {"_target_": "os.system"}, "model")
+    assert build_settings(ModelConfig, {"_target_": BUILDER}, "model") == ModelConfig()
 
 
 def test_a_checkpoint_of_another_format_is_refused(tmp_path):

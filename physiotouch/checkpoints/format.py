@@ -14,6 +14,7 @@ import torch
 
 from physiotouch.models import ModelConfig, TactileVideoMAE, named_model_configs
 from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
+from physiotouch.utils.settings import build_settings
 
 FORMAT = "physiotouch-ckpt-1"  # written into every checkpoint; a file naming another format is refused
 
@@ -135,7 +136,7 @@ def load_model(path: str | Path) -> tuple[TactileVideoMAE, dict]:
     """-> (model with the checkpoint's weights, the checkpoint dict)."""
     ckpt = load_checkpoint(path)
     try:
-        cfg = ModelConfig.from_dict(ckpt["hyper_parameters"]["model_cfg"])
+        cfg = build_settings(ModelConfig, ckpt["hyper_parameters"]["model_cfg"], "model")
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise CheckpointError(f"'{path}': its model config is not usable ({err})") from None
     cfg.encoder.init, cfg.encoder.clip_path = "random", None  # the weights come from the file

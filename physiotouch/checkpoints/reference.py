@@ -20,6 +20,7 @@ import torch
 
 from physiotouch.models import ModelConfig, TactileVideoMAE, named_model_configs
 from physiotouch.utils.safe_load import CheckpointError, safe_torch_load
+from physiotouch.utils.settings import build_settings
 
 from .format import FORMAT, build_for_weights
 from .io import atomic_torch_save
@@ -116,7 +117,8 @@ def model_config_for(state: dict[str, torch.Tensor], settings: dict | None = Non
     else:
         enc = {**shapes["encoder"], "num_attention_heads": max(1, shapes["encoder"]["hidden_size"] // 64)}
         dec = {**shapes["decoder"], "num_attention_heads": max(1, shapes["decoder"]["hidden_size"] // 32)}
-        cfg = ModelConfig.from_dict({"encoder": enc, "decoder": dec, "projection_dim": shapes["projection_dim"]})
+        cfg = build_settings(ModelConfig, {"encoder": enc, "decoder": dec, "projection_dim": shapes["projection_dim"]},
+                             "model")
     cfg.encoder.init, cfg.encoder.clip_path = "random", None  # the weights come from the checkpoint
     if "mask_ratio" in settings:
         cfg.mask_ratio = float(settings["mask_ratio"])

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from physiotouch.utils.settings import build_settings
+
 from .background import background_of, check_background, remove_background, sensor_medians
 from .cache import FrameCache, build_cache
 from .check import check_sequence_frames, missing_frames, outside_root, quick_check
@@ -100,8 +102,8 @@ class TactileDataModule(L.LightningDataModule):
         self.label_regex = label_regex or DEFAULT_LABEL_REGEX  # null in the config: the TacQuad folder names
         self.on_bad_frames, self.seed, self.drop_last = on_bad_frames, int(seed), drop_last
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".physiotouch_cache"
-        self.split_cfg = _build(SplitConfig, split or {}, "data.split")
-        self.synthetic = _build(SynthConfig, {"out": str(self.root), **synthetic}, "data.synthetic") if synthetic \
+        self.split_cfg = build_settings(SplitConfig, split, "data.split")
+        self.synthetic = build_settings(SynthConfig, synthetic, "data.synthetic", out=str(self.root)) if synthetic \
             else None
         self.cache_workers = cache_workers
         self.allow_outside_root = bool(allow_outside_root)
@@ -222,16 +224,6 @@ class TactileDataModule(L.LightningDataModule):
         first = lambda s: decode_frame(s.frame_path(self.root, s.start), self.image_size)  # noqa: E731
         return ClipDataset(seqs, windows, self.labels, None, self.root, self.image_size,
                            self._backgrounds(seqs, first))
-
-
-def _build(cls, values: dict, key: str):
-    """A settings dataclass from a config node; an unknown key is named (not a TypeError traceback)."""
-    try:
-        return cls(**values)
-    except TypeError as err:
-        from physiotouch.cli import ConfigError
-
-        raise ConfigError(f"{key}: {err}; the known keys are those in physiotouch/conf/data/synthetic.yaml") from None
 
 
 def seed_worker(worker_id: int) -> None:

@@ -19,6 +19,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from physiotouch.cli import ConfigError
+from physiotouch.utils.settings import finite, require
+
 from .index import DataError, Sequence
 from .labels import labels_path
 from .trajectory import trajectory_path
@@ -36,6 +39,16 @@ class SplitConfig:
     group_by: str = "object"
     exclude: list = field(default_factory=list)  # groups in no split
 
+    def validate(self) -> None:
+        for key in ("val_fraction", "test_fraction"):
+            v = getattr(self, key)
+            require(finite(v) and 0 <= v < 1, f"data.split.{key}", v, "a number in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("data.split: val_fraction + test_fraction must be below 1 (train needs the rest)")
+        require(self.k_folds >= 0, "data.split.k_folds", self.k_folds, "0 (one split) or the number of folds >= 2")
+        if self.k_folds >= 2:
+            require(0 <= self.fold < self.k_folds, "data.split.fold", self.fold, f"in [0, {self.k_folds})")
+
 
 def _count(n: int, fraction: float) -> int:
     return 0 if fraction <= 0 else max(1, int(round(n * fraction)))
@@ -43,8 +56,7 @@ def _count(n: int, fraction: float) -> int:
 
 def assign_groups(groups: list[str], cfg: SplitConfig) -> dict[str, list[str]]:
     """Deterministic from cfg.seed and the sorted group names. -> {'train': [...], 'val': [...], 'test': [...]}."""
-    if not (0 <= cfg.val_fraction < 1 and 0 <= cfg.test_fraction < 1 and cfg.val_fraction + cfg.test_fraction < 1):
-        raise DataError("data.split: val_fraction and test_fraction must be in [0, 1) with a sum below 1")
+    cfg.validate()
     unknown = sorted(set(cfg.exclude) - set(groups))
     if unknown:
         raise DataError(f"data.split.exclude names {unknown}, which are not {cfg.group_by} groups of this data set")
@@ -54,8 +66,6 @@ def assign_groups(groups: list[str], cfg: SplitConfig) -> dict[str, list[str]]:
     n_test = _count(n, cfg.test_fraction)
     test, rest = order[:n_test], order[n_test:]
     if cfg.k_folds and cfg.k_folds >= 2:
-        if not 0 <= cfg.fold < cfg.k_folds:
-            raise DataError(f"data.split.fold must be in [0, {cfg.k_folds}); got {cfg.fold}")
         if len(rest) < cfg.k_folds:
             raise DataError(f"data.split.k_folds={cfg.k_folds} needs at least that many non-test groups; "
                             f"there are {len(rest)}")

@@ -96,7 +96,7 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     timer = PhaseTimer()
     datasets = datamodule.datasets  # train and val only: the data module never builds the test split
     vocab = {k: v for k, v in datamodule.record["labels"].items()}
-    pcfg = ProbeConfig(**cfg.probe)
+    pcfg = cfg.probe
     # Reconstruction errors are reported on validation only; the training split gives the probes their features.
     with timer.phase("encode"):
         feats = {s: encode(model, datasets[s], cfg.batch_size, cfg.mask_ratio, errors=s == "val", device=cfg.device,

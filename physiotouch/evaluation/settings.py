@@ -3,10 +3,9 @@ them through Hydra's `eval_settings` node, physiotouch/hydra_setup.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from physiotouch.utils.devices import device_name
-from physiotouch.utils.plain import to_plain
 
 from .robustness import DEFAULT_STRENGTHS
 
@@ -41,15 +40,10 @@ class EvalConfig:
     mask_ratio: float = 0.75  # the config sets ${validation.mask_ratio}: the masks validation used
     examples: int = 4  # worst and typical validation clips shown
     max_clips: int | None = None  # cap per split (quick looks)
-    probe: dict = field(default_factory=lambda: asdict(ProbeConfig()))
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     robustness: dict = field(default_factory=lambda: {"enabled": True, "strengths": DEFAULT_STRENGTHS})
     device: str = "auto"  # auto: cuda when a GPU is present, else cpu
 
     def __post_init__(self):
         if self.device == "auto":
             self.device = device_name("auto")
-
-
-def eval_config(node) -> EvalConfig:
-    """The `eval` config node (physiotouch/conf/eval/default.yaml) as an EvalConfig."""
-    return EvalConfig(**to_plain(node))

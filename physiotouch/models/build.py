@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from physiotouch.paths import CONF_DIR
-from physiotouch.utils.plain import to_plain
+from physiotouch.utils.settings import build_settings
 
 from .config import ModelConfig
 from .mae import TactileVideoMAE
@@ -17,7 +17,7 @@ def build_model(**cfg: Any) -> TactileVideoMAE:
     """Model from config values; `encoder.init=clip` then loads the local CLIP weights. The `_target_` of every
     physiotouch/conf/model option: `hydra.utils.instantiate(cfg.model)` calls it, and so does PretrainModule on its
     saved plain hyper-parameters (a checkpoint's `_target_` is checked, never instantiated)."""
-    model_cfg = ModelConfig.from_dict(to_plain(cfg))
+    model_cfg = build_settings(ModelConfig, cfg, "model")
     model = TactileVideoMAE(model_cfg)
     if model_cfg.encoder.init == "clip":
         from .clip_init import load_clip_into
@@ -31,6 +31,7 @@ def named_model_configs() -> dict[str, ModelConfig]:
     """The sizes shipped in physiotouch/conf/model/ (used to recognise a reference checkpoint's size)."""
     out = {}
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
-        out[path.stem] = ModelConfig.from_dict(yaml.safe_load(path.read_text()))
+        sizes = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}  # the file as written
+        out[path.stem] = build_settings(ModelConfig, sizes, f"model ({path.name})")
     return out
 

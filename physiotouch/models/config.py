@@ -6,10 +6,11 @@ Field names follow Hugging Face's CLIP vision config, so a CLIP `config.json` ca
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 from physiotouch.cli import ConfigError
+from physiotouch.utils.settings import finite, require
 
 BUILDER = "physiotouch.models.build_model"  # the `_target_` of every physiotouch/conf/model option
 # Bounds on each size, far above any real model (ViT-G/14: 48 layers of width 1,664), so that a file's config is
@@ -60,27 +61,13 @@ class DecoderConfig:
 
 @dataclass
 class ModelConfig:
+    BUILDER: ClassVar[str] = BUILDER  # the `_target_` a model node may name (utils/settings.build_settings)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     projection_dim: int = 48
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
     compile: bool = False  # a run option, not a size: train the forward passes through torch.compile
-
-    @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
-        """Build from a plain mapping (e.g. a resolved OmegaConf node); unknown keys are an error."""
-        cfg = dict(cfg)
-        target = cfg.pop("_target_", BUILDER)  # the config's own name of the builder; a file never chooses code
-        if target != BUILDER:
-            raise ConfigError(f"model._target_={target!r}: a model is built by {BUILDER} only")
-        cfg.pop("defaults", None)  # a physiotouch/conf/model/*.yaml file read as it is (named_model_configs)
-        enc = _known(EncoderConfig, cfg.pop("encoder", {}) or {}, "model.encoder")
-        dec = _known(DecoderConfig, cfg.pop("decoder", {}) or {}, "model.decoder")
-        top = _known(cls, cfg, "model", skip={"encoder", "decoder"})
-        model = cls(encoder=EncoderConfig(**enc), decoder=DecoderConfig(**dec), **top)
-        model.validate()
-        return model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,8 +91,9 @@ class ModelConfig:
                                   f"num_attention_heads {node.num_attention_heads}")
         if e.image_size % e.patch_size:
             raise ConfigError(f"model.encoder.image_size {e.image_size} is not a multiple of patch_size {e.patch_size}")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ConfigError(f"model.mask_ratio must lie in [0, 1); got {self.mask_ratio}")
+        # 0 masks nothing: the loss on masked patches would be 0/0
+        require(finite(self.mask_ratio) and 0 < self.mask_ratio < 1, "model.mask_ratio", self.mask_ratio,
+                "a number in (0, 1)")
         patches = (e.image_size // e.patch_size) ** 2
         if int(patches * (1 - self.mask_ratio)) < 1:  # random_masking keeps int(L·(1 − ratio)) tokens
             raise ConfigError(f"model.mask_ratio={self.mask_ratio} leaves no visible patch of the {patches} "
@@ -119,10 +107,3 @@ class ModelConfig:
             raise ConfigError(f"model.encoder.video_embed_init must be 'random' or 'clip_2d'; got "
                               f"'{e.video_embed_init}'")
 
-
-def _known(kind, values: Mapping[str, Any], where: str, skip=()) -> dict:
-    names = {f.name for f in fields(kind)} - set(skip)
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} under '{where}'; known: {sorted(names)}")
-    return dict(values)

@@ -20,6 +20,7 @@ from physiotouch.checkpoints.format import FORMAT
 from physiotouch.cli import DIVERGED, UserError
 from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
 from physiotouch.models import build_model
+from physiotouch.utils.settings import build_settings
 
 from .balancing import build_balancer
 from .epoch_stats import EpochStats, batch_metrics, epoch_means
@@ -49,12 +50,11 @@ class PretrainModule(L.LightningModule):
         # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.model = build_model(**model_cfg)
-        self.loss_cfg = LossConfig(**loss_cfg)
-        self.loss_cfg.validate()
+        self.loss_cfg = build_settings(LossConfig, loss_cfg, "loss")
         self.balancer = build_balancer(self.loss_cfg)  # an nn.Module: its state is saved in every checkpoint
         self.scheme = build_scheme(self.loss_cfg, self.balancer, self.model)
-        self.optim_cfg = OptimConfig(**optim_cfg)
-        self.augment_cfg = AugmentConfig(**(augment_cfg or {}))
+        self.optim_cfg = build_settings(OptimConfig, optim_cfg, "optim")
+        self.augment_cfg = build_settings(AugmentConfig, augment_cfg, "augment")
         self.seed, self.batch_size, self.max_epochs = int(seed), int(batch_size), int(max_epochs)
         self.val_mask_ratio = self.model.cfg.mask_ratio if val_mask_ratio is None else float(val_mask_ratio)
         # Parameters the scheme never trains are frozen, so DDP needs no unused-parameter search.

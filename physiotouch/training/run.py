@@ -159,10 +159,11 @@ def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, run: RunDir) -> dict:
     """The evaluation (probes, errors, pictures) of the best checkpoint, into RUN/eval/."""
     from physiotouch.checkpoints.format import load_model
     from physiotouch.evaluation.run import run_evaluation
-    from physiotouch.evaluation.settings import eval_config
+    from physiotouch.evaluation.settings import EvalConfig
+    from physiotouch.utils.settings import build_settings
 
     model, _ = load_model(ckpt)
-    return run_evaluation(model, datamodule, eval_config(cfg.eval), run.eval_dir)
+    return run_evaluation(model, datamodule, build_settings(EvalConfig, cfg.eval, "eval"), run.eval_dir)
 
 
 def best_value(history: list[dict], key: str, mode: str) -> float | None:

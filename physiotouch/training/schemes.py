@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from physiotouch.cli import ConfigError
+from physiotouch.utils.settings import finite, require
 
 # What one training batch trained, logged as `batch/mode` (the reference's numbers).
 MODE_STATIC, MODE_DYNAMIC, MODE_JOINT = 0, 1, 2
@@ -51,11 +52,12 @@ class LossConfig:
     def validate(self) -> None:
         if self.mode not in ("joint", "alternating"):
             raise ConfigError(f"loss.mode must be 'joint' or 'alternating'; got {self.mode!r}")
-        if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta <= 0:
-            raise ConfigError(f"loss.alpha and loss.beta must be >= 0 with a positive sum; got {self.alpha}, "
-                              f"{self.beta}")
-        if not 0.0 <= self.static_ratio <= 1.0:
-            raise ConfigError(f"loss.static_ratio must lie in [0, 1]; got {self.static_ratio}")
+        require(finite(self.alpha) and self.alpha >= 0, "loss.alpha", self.alpha, "a finite number >= 0")
+        require(finite(self.beta) and self.beta >= 0, "loss.beta", self.beta, "a finite number >= 0")
+        if self.alpha + self.beta <= 0:
+            raise ConfigError("loss.alpha + loss.beta must be > 0")
+        require(finite(self.static_ratio) and 0 <= self.static_ratio <= 1, "loss.static_ratio", self.static_ratio,
+                "a number in [0, 1]")
 
     @property
     def static_share_target(self) -> float:
