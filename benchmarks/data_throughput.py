@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
+from physiotouch.data.augment import augment_clips, normalize, to_float_clips
 from physiotouch.data.cache import build_cache
 from physiotouch.data.datamodule import ClipDataset, make_windows
 from physiotouch.data.index import WINDOW, read_index
+from physiotouch.data.settings import AugmentConfig
 from physiotouch.data.splits import data_version
 from physiotouch.data.synthetic import SynthConfig, generate
 

@@ -33,13 +33,15 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
+from physiotouch.data.augment import augment_clips, normalize, to_float_clips
+from physiotouch.data.settings import AugmentConfig
 from physiotouch.hydra_setup import compose_config
 from physiotouch.models import build_model
 from physiotouch.models.transformer import attention_kernel
 from physiotouch.training.balancing import build_balancer
-from physiotouch.training.optim import OptimConfig, build_optimizer
-from physiotouch.training.schemes import LossConfig, build_scheme
+from physiotouch.training.optim import build_optimizer
+from physiotouch.training.schemes import build_scheme
+from physiotouch.training.settings import LossConfig, OptimConfig
 from physiotouch.utils.plain import to_plain
 
 # Dense peaks in FLOP/s (vendor data sheets, SXM parts): (bf16/fp16 tensor cores, tf32 tensor cores).

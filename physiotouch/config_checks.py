@@ -15,14 +15,13 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from physiotouch.cli import ConfigError
-from physiotouch.data.augment import AugmentConfig
 from physiotouch.data.background import BACKGROUNDS
+from physiotouch.data.settings import AugmentConfig
 from physiotouch.data.splits import SplitConfig
 from physiotouch.data.synthetic import SynthConfig
 from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.models.config import ModelConfig
-from physiotouch.training.optim import OptimConfig
-from physiotouch.training.schemes import LossConfig
+from physiotouch.training.settings import LossConfig, OptimConfig
 from physiotouch.utils.plain import to_plain
 from physiotouch.utils.settings import build_settings, finite
 

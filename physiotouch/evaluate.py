@@ -10,22 +10,25 @@ import logging
 from pathlib import Path
 
 import hydra
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
-from physiotouch.checkpoints.format import load_model
 from physiotouch.cli import run_hydra_app, user_errors
-from physiotouch.data import DataError, build_datamodule
-from physiotouch.evaluation.run import run_evaluation
 from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.run_folder import RunDir, RunFolderError
-from physiotouch.training.loggers import finish_wandb, instantiate_loggers
 from physiotouch.utils.settings import build_settings
 
 log = logging.getLogger("physiotouch.evaluate")
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    # torch and Lightning here, not above: `--help` and `--cfg job` compose and print without them.
+    from lightning.pytorch.loggers import CSVLogger
+
+    from physiotouch.checkpoints.format import load_model
+    from physiotouch.data import DataError, build_datamodule
+    from physiotouch.evaluation.run import run_evaluation
+    from physiotouch.training.loggers import instantiate_loggers
+
     ckpt = Path(cfg.ckpt_path)
     model, _ = load_model(ckpt)
     run = RunDir.of_checkpoint(ckpt)
@@ -62,6 +65,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    from physiotouch.training.loggers import finish_wandb
+
     try:
         with user_errors():
             evaluate_checkpoint(cfg)

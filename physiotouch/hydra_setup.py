@@ -17,14 +17,13 @@ from dataclasses import field, fields, make_dataclass
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from physiotouch.data.augment import AugmentConfig
+from physiotouch.data.settings import AugmentConfig
 from physiotouch.data.splits import SplitConfig
 from physiotouch.data.synthetic import SynthConfig
 from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.models.config import BUILDER, ModelConfig
 from physiotouch.paths import CONF_DIR, project_root
-from physiotouch.training.optim import OptimConfig
-from physiotouch.training.schemes import LossConfig
+from physiotouch.training.settings import LossConfig, OptimConfig
 
 # Each node is a root-level config named `<name>_settings` (not a group: `--help` lists the groups a user picks from).
 SETTINGS_NODE = "{}_settings"

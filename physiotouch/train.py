@@ -14,18 +14,20 @@ import hydra
 from omegaconf import DictConfig
 
 from physiotouch.cli import run_hydra_app, user_errors
-from physiotouch.config_checks import validate_train_config
-from physiotouch.run_folder import RunDir
-from physiotouch.training.loggers import finish_wandb
-from physiotouch.training.run import run_training
 
 log = logging.getLogger("physiotouch.train")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # Imported here, not above: `--help` and `--cfg job` compose and print without torch or Lightning.
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from physiotouch.config_checks import validate_train_config
+    from physiotouch.run_folder import RunDir
+    from physiotouch.training.loggers import finish_wandb
+    from physiotouch.training.run import run_training
 
     def record_failure(reason: str) -> None:  # the sweeper reads it and records the trial as failed
         RunDir(Path(cfg.paths.output_dir)).write_json(RunDir.STATUS, {"status": "failed", "reason": reason}, None)

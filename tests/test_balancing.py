@@ -7,7 +7,7 @@ import torch
 
 from physiotouch.training.balancing import build_balancer
 from physiotouch.training.run import run_training
-from physiotouch.training.schemes import LossConfig
+from physiotouch.training.settings import LossConfig
 
 
 def test_auto_balanced_contributions_converge_to_the_target():

@@ -147,3 +147,20 @@ def test_help_lists_the_groups_a_user_picks_from_and_info_the_sweeper_once(tmp_p
     assert "_settings" not in groups and "dataclass_defaults" not in groups  # the settings nodes are not choices
     sweepers = run("--info").split("Sweeper:")[1].split("Config search path")[0]
     assert sweepers.split() == ["--------", "BasicSweeper", "PhysiotouchOptunaSweeper"]
+
+
+@pytest.mark.slow  # fresh interpreters
+@pytest.mark.parametrize("command", ["physiotouch.train --help", "physiotouch.train --cfg job",
+                                     "physiotouch.train hparams_search=coarse --cfg hydra",
+                                     "physiotouch.evaluate --cfg job", "physiotouch.report --help"])
+def test_help_and_config_prints_import_neither_torch_nor_lightning(command, tmp_path):
+    """Composing and printing needs only Hydra and the settings dataclasses (kept in torch-free modules; the
+    packages load their torch parts on first use), so these answer in about a second, not after ~8 s of imports."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = {command.split()!r}\n"
+            "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\nexcept SystemExit as end:\n"
+            "    assert not end.code, end.code\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "HEAVY []", res.stdout[-500:]

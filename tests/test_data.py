@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from physiotouch.data import DataError, TactileDataModule, read_index
-from physiotouch.data.augment import AugmentConfig, augment_clips, shift_hue
+from physiotouch.data.augment import augment_clips, shift_hue
 from physiotouch.data.cache import build_cache
 from physiotouch.data.check import decode_frame
 from physiotouch.data.datamodule import make_windows
 from physiotouch.data.index import parse_labels
+from physiotouch.data.settings import AugmentConfig
 from physiotouch.data.splits import SplitConfig, assign_groups, data_version, split_sequences
 
 

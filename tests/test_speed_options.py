@@ -110,7 +110,8 @@ def test_data_check_shows_counts_and_rate(small_data):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_adamw_is_fused_and_batches_are_pinned(small_data, tmp_path):
-    from physiotouch.training.optim import OptimConfig, build_optimizer
+    from physiotouch.training.optim import build_optimizer
+    from physiotouch.training.settings import OptimConfig
 
     model = _model().cuda()
     assert build_optimizer(model, OptimConfig(), 1e-3).defaults["fused"]

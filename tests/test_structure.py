@@ -9,7 +9,7 @@ import torch
 from physiotouch.checkpoints.format import FORMAT, load_checkpoint
 from physiotouch.checkpoints.io import atomic_torch_save
 from physiotouch.cli import ConfigError
-from physiotouch.data.augment import AugmentConfig
+from physiotouch.data.settings import AugmentConfig
 from physiotouch.data.splits import SplitConfig
 from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.hydra_setup import compose_config
@@ -17,8 +17,8 @@ from physiotouch.models import ModelConfig, TactileVideoMAE
 from physiotouch.models.config import BUILDER
 from physiotouch.run_folder import RunDir
 from physiotouch.training.balancing import build_balancer
-from physiotouch.training.optim import OptimConfig
-from physiotouch.training.schemes import MODE_DYNAMIC, MODE_JOINT, MODE_STATIC, LossConfig, build_scheme
+from physiotouch.training.schemes import MODE_DYNAMIC, MODE_JOINT, MODE_STATIC, build_scheme
+from physiotouch.training.settings import LossConfig, OptimConfig
 from physiotouch.utils.plain import field_defaults, to_plain
 from physiotouch.utils.safe_load import CheckpointError
 from physiotouch.utils.settings import build_settings

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from physiotouch.training.module import NonFiniteLossError, PretrainModule
-from physiotouch.training.optim import OptimConfig, base_lr, lr_at, param_groups
+from physiotouch.training.optim import base_lr, lr_at, param_groups
 from physiotouch.training.run import run_training
+from physiotouch.training.settings import OptimConfig
 
 from .conftest import train_overrides
 

@@ -1,11 +1,21 @@
-"""Tactile clip data: TacQuad-format index and frames, a built-in synthetic set, leak-free splits, a decoded cache."""
+"""Tactile clip data: TacQuad-format index and frames, a built-in synthetic set, leak-free splits, a decoded cache.
 
-from .augment import AugmentConfig, augment_clips, normalize, to_float_clips
-from .build import build_datamodule
-from .datamodule import ClipDataset, TactileDataModule, clip_id
-from .index import DataError, Sequence, read_index
-from .splits import SplitConfig, split_sequences
+The names below load on first use (PEP 562), so that importing one torch-free module of this package (the settings,
+the index, the splits: what composing the config needs) does not import torch and Lightning.
+"""
 
-__all__ = ["AugmentConfig", "ClipDataset", "DataError", "Sequence", "SplitConfig", "TactileDataModule",
-           "augment_clips", "build_datamodule", "clip_id", "normalize", "read_index", "split_sequences",
-           "to_float_clips"]
+from __future__ import annotations
+
+import importlib
+
+_HOME = {"augment_clips": ".augment", "normalize": ".augment", "to_float_clips": ".augment",
+         "build_datamodule": ".build", "ClipDataset": ".datamodule", "TactileDataModule": ".datamodule",
+         "clip_id": ".datamodule", "DataError": ".index", "Sequence": ".index", "read_index": ".index",
+         "AugmentConfig": ".settings", "SplitConfig": ".splits", "split_sequences": ".splits"}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name], __name__), name)

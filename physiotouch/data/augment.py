@@ -9,31 +9,13 @@ per batch on the GPU. Randomness comes from an explicit generator, so a step's a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from physiotouch.utils.settings import finite, require
+from .settings import AugmentConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
-
-
-@dataclass
-class AugmentConfig:
-    enabled: bool = True
-    hflip: float = 0.5
-    vflip: float = 0.5
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.5
-    hue: float = 0.3
-
-    def validate(self) -> None:
-        for key in ("hflip", "vflip"):
-            p = getattr(self, key)
-            require(finite(p) and 0 <= p <= 1, f"augment.{key}", p, "a probability in [0, 1]")
 
 
 def to_float_clips(batch_uint8: torch.Tensor) -> torch.Tensor:

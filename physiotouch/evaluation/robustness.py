@@ -11,13 +11,7 @@ import torch.nn.functional as F
 from physiotouch.cli import ConfigError
 from physiotouch.data.index import WINDOW
 
-DEFAULT_STRENGTHS = {
-    "center_crop": [0.9, 0.8, 0.7],  # fraction of the side kept, then resized back
-    "random_crop": [0.9, 0.8, 0.7],
-    "scale": [0.9, 0.8, 0.7],  # zoom out: shrink by the factor, pad with the border
-    "noise": [0.02, 0.05, 0.1],  # Gaussian sigma, in [0, 1] pixel units
-    "brightness": [0.7, 0.85, 1.15, 1.3],  # multiplicative factor
-}
+from .settings import DEFAULT_STRENGTHS
 
 
 @functools.cache

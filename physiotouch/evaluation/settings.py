@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from physiotouch.utils.devices import device_name
-
-from .robustness import DEFAULT_STRENGTHS
+# Each perturbation of the robustness sweep and its strengths (evaluation/robustness.py applies them).
+DEFAULT_STRENGTHS = {
+    "center_crop": [0.9, 0.8, 0.7],  # fraction of the side kept, then resized back
+    "random_crop": [0.9, 0.8, 0.7],
+    "scale": [0.9, 0.8, 0.7],  # zoom out: shrink by the factor, pad with the border
+    "noise": [0.02, 0.05, 0.1],  # Gaussian sigma, in [0, 1] pixel units
+    "brightness": [0.7, 0.85, 1.15, 1.3],  # multiplicative factor
+}
 
 
 @dataclass
@@ -46,4 +51,6 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.device == "auto":
+            from physiotouch.utils.devices import device_name  # torch: only when the settings are used
+
             self.device = device_name("auto")

@@ -1,8 +1,18 @@
-"""TactileVideoMAE (mae.py), its sizes (config.py) and how it is built from config values (build.py)."""
+"""TactileVideoMAE (mae.py), its sizes (config.py) and how it is built from config values (build.py).
 
-from .build import build_model, named_model_configs
-from .config import DecoderConfig, EncoderConfig, ModelConfig
-from .mae import NUM_FRAMES, TactileVideoMAE
+The names below load on first use (PEP 562), so that the sizes (config.py, torch-free) can be read without torch.
+"""
 
-__all__ = ["DecoderConfig", "EncoderConfig", "ModelConfig", "TactileVideoMAE", "NUM_FRAMES", "build_model",
-           "named_model_configs"]
+from __future__ import annotations
+
+import importlib
+
+_HOME = {"build_model": ".build", "named_model_configs": ".build", "DecoderConfig": ".config",
+         "EncoderConfig": ".config", "ModelConfig": ".config", "NUM_FRAMES": ".mae", "TactileVideoMAE": ".mae"}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name], __name__), name)

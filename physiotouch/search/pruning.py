@@ -20,7 +20,6 @@ from lightning.pytorch.trainer.states import TrainerFn
 from . import storage as st
 
 log = logging.getLogger(__name__)
-PRUNED_ATTR = "pruned_at_epoch"
 
 
 def _sweep_config():
@@ -76,7 +75,7 @@ class ReportToTrial(L.Callback):
             last = trainer.max_epochs is not None and epoch >= trainer.max_epochs - 1
             prune = not last and self.trial.should_prune()  # pruning the last epoch would save nothing
             if prune:
-                self.trial.set_user_attr(PRUNED_ATTR, epoch)
+                self.trial.set_user_attr(st.PRUNED_ATTR, epoch)
         if trainer.strategy.broadcast(prune):  # rank zero decides for every rank
             self.pruned_at = epoch
             trainer.should_stop = True

@@ -30,6 +30,7 @@ from physiotouch.utils.locks import FolderLock
 JOURNAL = "journal:///"
 HEARTBEAT_ATTR = "heartbeat"  # unix time the sweeper last saw the trial's job alive
 JOB_DIR_ATTR = "job_dir"  # the trial's run folder (told by the job when it starts, and by the sweeper after it)
+PRUNED_ATTR = "pruned_at_epoch"  # the epoch after which the job's pruning callback stopped the trial
 
 
 def storage_url(configured: str | None, sweep_dir: str | Path) -> str:

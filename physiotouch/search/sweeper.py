@@ -44,7 +44,6 @@ from . import storage as st
 from .confirm import run_confirmation, write_confirm_command
 from .narrowing import NarrowingRule, fine_search_space
 from .params import check_groups, describe, grid_space, override_text, search_space
-from .pruning import PRUNED_ATTR
 from .search_report import write_search_report
 
 log = logging.getLogger(__name__)
@@ -266,9 +265,9 @@ class PhysiotouchOptunaSweeper(Sweeper):
         except Exception as err:  # noqa: BLE001 - the job raised: that trial failed, the search goes on
             reason = f"{type(err).__name__}: {err}"
         now = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-        if reason is None and PRUNED_ATTR in now.user_attrs and now.intermediate_values:
+        if reason is None and st.PRUNED_ATTR in now.user_attrs and now.intermediate_values:
             study.tell(trial, state=TrialState.PRUNED)  # recorded with its last reported value
-            log.info("trial %d pruned after epoch %s", trial.number, now.user_attrs[PRUNED_ATTR])
+            log.info("trial %d pruned after epoch %s", trial.number, now.user_attrs[st.PRUNED_ATTR])
             return True
         if reason is None:
             if value is None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from physiotouch.cli import ConfigError
 
-from .schemes import LossConfig
+from .settings import LossConfig
 
 
 class FixedBalancer(nn.Module):

@@ -12,7 +12,7 @@ import statistics
 
 from physiotouch.run_folder import trained_epochs
 
-from .schemes import LossConfig
+from .settings import LossConfig
 
 RATIO_BAND = (0.7, 1.0)  # the reference's usual loss_ratio range; reported, not judged (it depends on the data)
 RATIO_MAX_CV = 0.25

@@ -18,14 +18,16 @@ import torch
 
 from physiotouch.checkpoints.format import FORMAT
 from physiotouch.cli import DIVERGED, UserError
-from physiotouch.data.augment import AugmentConfig, augment_clips, normalize, to_float_clips
+from physiotouch.data.augment import augment_clips, normalize, to_float_clips
+from physiotouch.data.settings import AugmentConfig
 from physiotouch.models import build_model
 from physiotouch.utils.settings import build_settings
 
 from .balancing import build_balancer
 from .epoch_stats import EpochStats, batch_metrics, epoch_means
-from .optim import OptimConfig, base_lr, build_optimizer, lr_at
-from .schemes import LossConfig, build_scheme
+from .optim import base_lr, build_optimizer, lr_at
+from .schemes import build_scheme
+from .settings import LossConfig, OptimConfig
 
 
 class NonFiniteLossError(UserError):

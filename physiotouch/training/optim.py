@@ -7,43 +7,11 @@ e = epoch + step / steps_per_epoch every accum_iter data steps; reproducing that
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from physiotouch.utils.settings import finite, require
-
-
-@dataclass
-class OptimConfig:
-    """The `optim` config node's keys and their only defaults (experiment=reference sets the reference's 40 / 2)."""
-
-    lr: float | None = None  # absolute rate; None: blr * effective_batch / 256 (effective = batch * accum * GPUs)
-    blr: float = 1.0e-3
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.99)
-    warmup_epochs: float = 2
-    accum_iter: int = 1
-    grad_clip: float | None = None  # max gradient norm; None = off (the reference's default)
-
-    def validate(self) -> None:
-        require(finite(self.blr) and self.blr > 0, "optim.blr", self.blr, "a finite number > 0")
-        require(self.lr is None or (finite(self.lr) and self.lr > 0), "optim.lr", self.lr,
-                "null or a finite number > 0")
-        require(finite(self.min_lr) and self.min_lr >= 0, "optim.min_lr", self.min_lr, "a finite number >= 0")
-        require(finite(self.weight_decay) and self.weight_decay >= 0, "optim.weight_decay", self.weight_decay,
-                "a finite number >= 0")
-        require(finite(self.warmup_epochs) and self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs,
-                "a number in [0, trainer.max_epochs]")
-        require(isinstance(self.accum_iter, int) and not isinstance(self.accum_iter, bool) and self.accum_iter >= 1,
-                "optim.accum_iter", self.accum_iter, "an integer >= 1")
-        require(self.grad_clip is None or (finite(self.grad_clip) and self.grad_clip >= 0), "optim.grad_clip",
-                self.grad_clip, "null, 0 (off) or a finite number > 0")
-        require(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
-                and all(finite(b) and 0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
-                "two numbers in [0, 1)")
+from .settings import OptimConfig
 
 
 def effective_batch(batch_size: int, accum_iter: int, world_size: int) -> int:

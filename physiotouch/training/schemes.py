@@ -17,56 +17,10 @@ from typing import Callable
 
 import torch
 
-from physiotouch.cli import ConfigError
-from physiotouch.utils.settings import finite, require
+from .settings import LossConfig
 
 # What one training batch trained, logged as `batch/mode` (the reference's numbers).
 MODE_STATIC, MODE_DYNAMIC, MODE_JOINT = 0, 1, 2
-
-
-@dataclass
-class LossConfig:
-    """The `loss` config node's keys; the defaults (the only ones) are the balanced scheme's."""
-
-    name: str = "balanced"
-    mode: str = "joint"  # joint | alternating
-    alpha: float = 0.75
-    beta: float = 0.25
-    static_ratio: float = 0.5
-    pred_weight: float = 1.0
-    # What share of the weighted total the static term is meant to carry (the health rule); None: α/(α+β).
-    target_static_share: float | None = 0.5
-    share_tolerance: float = 0.15
-    # Adaptive balancing in the joint mode (training/balancing.py): fixed | auto | uncertainty | gradnorm.
-    balancer: str = "fixed"
-    target_share: float = 0.5  # auto: the static term's intended share of the weighted total
-    ema_decay: float = 0.99
-    warmup_steps: int = 50
-    alpha_min: float = 0.05
-    alpha_max: float = 0.95
-    logvar_min: float = -4.0  # uncertainty: bounds of the learned log-variances
-    logvar_max: float = 4.0
-    gradnorm_alpha: float = 1.5  # GradNorm's asymmetry
-    balancer_lr: float = 0.025  # learning rate of learned balancing parameters (own group, no decay, no schedule)
-
-    def validate(self) -> None:
-        if self.mode not in ("joint", "alternating"):
-            raise ConfigError(f"loss.mode must be 'joint' or 'alternating'; got {self.mode!r}")
-        require(finite(self.alpha) and self.alpha >= 0, "loss.alpha", self.alpha, "a finite number >= 0")
-        require(finite(self.beta) and self.beta >= 0, "loss.beta", self.beta, "a finite number >= 0")
-        if self.alpha + self.beta <= 0:
-            raise ConfigError("loss.alpha + loss.beta must be > 0")
-        require(finite(self.static_ratio) and 0 <= self.static_ratio <= 1, "loss.static_ratio", self.static_ratio,
-                "a number in [0, 1]")
-
-    @property
-    def static_share_target(self) -> float:
-        if self.target_static_share is not None:
-            return float(self.target_static_share)
-        return self.alpha / (self.alpha + self.beta)
-
-    def training_dynamic(self, loss_recon, loss_pred):
-        return loss_recon + self.pred_weight * loss_pred
 
 
 @dataclass
