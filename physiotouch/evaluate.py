@@ -25,7 +25,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from lightning.pytorch.loggers import CSVLogger
 
     from physiotouch.checkpoints.format import load_model
-    from physiotouch.data import DataError, build_datamodule
+    from physiotouch.data.build import rebuild_run_datamodule
     from physiotouch.evaluation.run import run_evaluation
     from physiotouch.training.loggers import instantiate_loggers
 
@@ -38,14 +38,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         data_cfg = run.config().get("data")
         if not isinstance(data_cfg, dict):
             raise RunFolderError(f"'{source}' has no data settings")
-    datamodule = build_datamodule(data_cfg, source, image_size=model.cfg.encoder.image_size)
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    change = run.data_change(datamodule.record) if run is not None and run.has(RunDir.SPLITS) else None
-    if change and cfg.use_run_data:
-        raise DataError(change + "; the data changed since training")
-    if change:  # the user chose other data on purpose (use_run_data=false)
-        log.warning(change)
+    checked = run.data_change if run is not None and run.has(RunDir.SPLITS) else None
+    datamodule = rebuild_run_datamodule(data_cfg, source, "validate", checked, must_match=bool(cfg.use_run_data),
+                                        image_size=model.cfg.encoder.image_size)
     out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
     settings = build_settings(EvalConfig, cfg.eval, "eval")
     if run is not None:  # one source: the masks this run validated with (its config), not the evaluate config's

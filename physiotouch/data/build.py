@@ -8,7 +8,8 @@ and no value may carry a `_target_`. Nothing is instantiated recursively.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import logging
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 
@@ -16,6 +17,9 @@ from physiotouch.cli import ConfigError
 from physiotouch.utils.plain import to_plain
 
 from .datamodule import TactileDataModule
+from .index import DataError
+
+log = logging.getLogger(__name__)
 
 ALLOWED_TARGETS = {None, "physiotouch.data.TactileDataModule", "physiotouch.data.datamodule.TactileDataModule"}
 
@@ -46,3 +50,19 @@ def build_datamodule(node: DictConfig | dict, source: str = "the config", **over
     if unknown:
         raise ConfigError(f"{source}: unknown data key(s) {unknown}; the known keys are {sorted(known)}")
     return TactileDataModule(**values)
+
+
+def rebuild_run_datamodule(node: DictConfig | dict, source: str, stage: str, data_change: Callable[[dict], str | None]
+                           | None, must_match: bool = True, **overrides) -> TactileDataModule:
+    """A run's datamodule built again (evaluate, the release), set up for `stage`, and checked against the data and
+    split the run used (`data_change`: `RunDir.data_change`, None for no run): a change is refused before anything is
+    computed on it, or only warned about when the user chose other data on purpose (`must_match=False`)."""
+    datamodule = build_datamodule(node, source, **overrides)
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    change = data_change(datamodule.record) if data_change is not None else None
+    if change and must_match:
+        raise DataError(change + "; the data changed since the run")
+    if change:
+        log.warning(change)
+    return datamodule

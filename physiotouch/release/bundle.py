@@ -17,7 +17,7 @@ from pathlib import Path
 
 from physiotouch.checkpoints.export import export_safetensors
 from physiotouch.checkpoints.format import load_model, model_name, same_model
-from physiotouch.data import DataError, build_datamodule
+from physiotouch.data.build import rebuild_run_datamodule
 from physiotouch.evaluation.test_split import evaluate_test
 from physiotouch.paths import REPO_DIR
 from physiotouch.run_folder import RunDir
@@ -140,12 +140,9 @@ def finalize(path: Path, out: Path | None = None, force: bool = False, tag: str 
         if not behind["runs"]:
             raise ReleaseError(f"no run under {', '.join(map(str, replicates))} has this run's trained settings and "
                                f"test objects; name the sweep folders of its configuration's folds x seeds")
-    datamodule = build_datamodule(cfg.get("data") or {}, str(target.run / RunDir.CONFIG))
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    change = target.run.data_change(datamodule.record)
-    if change:  # checked before the look: a changed data set would waste it
-        raise DataError(change + "; the data changed since the run")
+    # checked before the look: a changed data set would waste it
+    datamodule = rebuild_run_datamodule(cfg.get("data") or {}, str(target.run / RunDir.CONFIG), "test",
+                                        target.run.data_change)
     device = device_name("auto")
     log(f"evaluating the test split once: {target.checkpoint}")
     metrics = evaluate_test(model, datamodule, batch_size, mask_ratio, device)
