@@ -23,19 +23,15 @@ from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.models.config import ModelConfig
 from physiotouch.training.settings import LossConfig, OptimConfig
 from physiotouch.utils.plain import to_plain
-from physiotouch.utils.settings import build_settings, finite
+from physiotouch.utils.settings import build_settings, finite, integer
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
 
 
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def positive_int(v): return _integer(v) and v >= 1
-def non_negative_int(v): return _integer(v) and v >= 0
+def positive_int(v): return integer(v) and v >= 1
+def non_negative_int(v): return integer(v) and v >= 0
 def non_negative(v): return finite(v) and v >= 0
 def open_unit(v): return finite(v) and 0 < v < 1
 def optional(rule: Callable) -> Callable: return lambda v: v is None or rule(v)
@@ -49,7 +45,7 @@ PRECISIONS = ("auto", "64", "32", "16", "bf16", "64-true", "32-true", "16-true",
 
 # (key, rule, what the value must be). Keys absent from a config (e.g. evaluate's) are skipped.
 TRAIN_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", _integer, "an integer"),
+    ("seed", integer, "an integer"),
     ("trainer.precision", lambda v: v in PRECISIONS, f"one of Lightning's precisions ({', '.join(PRECISIONS[:10])})"),
     ("trainer.max_epochs", positive_int, "an integer >= 1"),
     ("validation.mask_ratio", open_unit, "a number in (0, 1)"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from physiotouch.cli import ConfigError
-from physiotouch.utils.settings import finite, require
+from physiotouch.utils.settings import finite, integer, require
 
 
 @dataclass
@@ -31,8 +31,8 @@ class OptimConfig:
                 "a finite number >= 0")
         require(finite(self.warmup_epochs) and self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs,
                 "a number in [0, trainer.max_epochs]")
-        require(isinstance(self.accum_iter, int) and not isinstance(self.accum_iter, bool) and self.accum_iter >= 1,
-                "optim.accum_iter", self.accum_iter, "an integer >= 1")
+        require(integer(self.accum_iter) and self.accum_iter >= 1, "optim.accum_iter", self.accum_iter,
+                "an integer >= 1")
         require(self.grad_clip is None or (finite(self.grad_clip) and self.grad_clip >= 0), "optim.grad_clip",
                 self.grad_clip, "null, 0 (off) or a finite number > 0")
         require(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2

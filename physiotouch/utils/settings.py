@@ -68,10 +68,6 @@ def settings_errors(values: Any, cls: type, where: str) -> str | None:
     return None
 
 
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a plain config value can be a field of this type (int for float is fine; bool is never a number)."""
     origin = typing.get_origin(hint)
@@ -82,7 +78,7 @@ def _fits(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return _integer(value)
+        return integer(value)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
@@ -97,6 +93,10 @@ def _fits(value: Any, hint: Any) -> bool:
 # Range rules, written beside the fields they check (each settings dataclass's `validate`).
 def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def require(ok: bool, key: str, value: Any, must: str) -> None:
