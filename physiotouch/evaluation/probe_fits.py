@@ -109,16 +109,11 @@ class Rotated:
     sd: torch.Tensor  # [D] scale over all clips
 
     @classmethod
-    def of(cls, x: np.ndarray, rotate: bool = True, dtype=torch.float32) -> "Rotated":
-        """`rotate=False`: the standardised axes themselves (Q = I), for fits that each see a small, unusual part
-        of the clips (one sensor of three, in LoSO's inner folds): the axes of all clips mislead their steps."""
+    def of(cls, x: np.ndarray, dtype=torch.float32) -> "Rotated":
         xt = torch.as_tensor(x, dtype=torch.float64)
         mu, sd = _standardise(xt, torch.ones(1, len(xt), dtype=xt.dtype))
         xs = (xt - mu) / sd
-        if rotate:
-            e, Q = torch.linalg.eigh(xs.T @ xs / len(xt))
-        else:
-            e, Q = (xs * xs).mean(0), torch.eye(xt.shape[1], dtype=xt.dtype)
+        e, Q = torch.linalg.eigh(xs.T @ xs / len(xt))
         return cls(*(t.to(dtype) for t in (xs, xs @ Q, Q, e.clamp_min(0), mu[0], sd[0])))
 
 
@@ -195,22 +190,57 @@ def logistic_fits(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarr
     return V, c_raw.masked_fill(~present, float("-inf")), (A, c)
 
 
-def ridge_fits(x: np.ndarray, y: np.ndarray, fits: list[np.ndarray], alphas: list[float]
+class SharedWork:
+    """What the probes of one feature set share across tasks: its principal axes (every logistic fit), and per set
+    of fit clips its ridge decomposition and its nearest neighbours. The attribute probes of one data set all use the
+    same object folds and inner folds, so seven tasks need the decompositions and neighbour searches of one; they
+    depend on the clips and features only, never on the labels."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self._rotated: Rotated | None = None
+        self._ridge: dict = {}
+        self._neighbours: dict = {}
+
+    @property
+    def rotated(self) -> Rotated:
+        if self._rotated is None:
+            self._rotated = Rotated.of(self.x)
+        return self._rotated
+
+    def ridge_basis(self, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The fit clips' mean and scale (StandardScaler's), and the eigendecomposition of their standardised
+        Gram matrix: (mu, sd, eigenvalues, eigenvectors), float64."""
+        key = idx.tobytes()
+        if key not in self._ridge:
+            sub = torch.as_tensor(self.x[idx], dtype=torch.float64)
+            mu = sub.mean(0)
+            sd = sub.std(0, unbiased=False)
+            sd = torch.where(sd < 10 * torch.finfo(sd.dtype).eps * mu.abs().clamp_min(1), torch.ones_like(sd), sd)
+            xs = (sub - mu) / sd
+            self._ridge[key] = (mu, sd, *torch.linalg.eigh(xs.T @ xs))
+        return self._ridge[key]
+
+    def neighbours(self, fit: np.ndarray, query: np.ndarray, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `top` nearest fit clips of each query clip by cosine distance -> (distances, positions in `fit`)."""
+        key = (fit.tobytes(), query.tobytes())
+        if key not in self._neighbours or self._neighbours[key][0].shape[1] < min(top, len(fit)):
+            self._neighbours[key] = nearest(self.x[fit], self.x[query], top)
+        d, j = self._neighbours[key]
+        return d[:, :top], j[:, :top]
+
+
+def ridge_fits(shared: SharedWork, y: np.ndarray, fits: list[np.ndarray], alphas: list[float]
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge regressions on standardised features for every fit and every α from one eigendecomposition per fit.
     -> (v [P, A, D], c [P, A]) with prediction = x @ v + c on raw features."""
-    xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64)
     a = torch.as_tensor(alphas, dtype=torch.float64)
     vs, cs = [], []
     for idx in fits:
-        sub = xt[idx]
-        mu = sub.mean(0)
-        sd = sub.std(0, unbiased=False)
-        sd = torch.where(sd < 10 * torch.finfo(sd.dtype).eps * mu.abs().clamp_min(1), torch.ones_like(sd), sd)
-        xs = (sub - mu) / sd
+        mu, sd, lam, Q = shared.ridge_basis(idx)
+        xs = (torch.as_tensor(shared.x[idx], dtype=torch.float64) - mu) / sd
         ybar = yt[idx].mean()
-        lam, Q = torch.linalg.eigh(xs.T @ xs)
         r = Q.T @ (xs.T @ (yt[idx] - ybar))  # [D]
         w = (Q @ (r[:, None] / (lam[:, None] + a[None, :]))).T  # [A, D] on standardised features
         v = w / sd
@@ -220,26 +250,31 @@ def ridge_fits(x: np.ndarray, y: np.ndarray, fits: list[np.ndarray], alphas: lis
 
 
 # --- k-NN ---------------------------------------------------------------------------------------------------------
-def knn_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_query: np.ndarray, ks: list[int],
-                classes: int | None) -> list[np.ndarray]:
-    """Cosine k-NN weighted by 1/distance (an exact match takes all the weight), for every k from one sort.
-    -> per k: probabilities [n, classes], or predicted values [n] (classes None)."""
+def nearest(x_fit: np.ndarray, x_query: np.ndarray, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `top` nearest fit clips of each query clip by cosine distance -> (distances, positions in x_fit)."""
     xf = torch.nn.functional.normalize(torch.as_tensor(x_fit, dtype=torch.float64), dim=1)
     xq = torch.nn.functional.normalize(torch.as_tensor(x_query, dtype=torch.float64), dim=1)
     dist = (1 - xq @ xf.T).clamp_min(0)
-    top = min(max(ks), len(x_fit))
-    d, j = dist.topk(top, dim=1, largest=False)
+    return dist.topk(min(top, len(x_fit)), dim=1, largest=False)
+
+
+def knn_predict(neighbours: tuple[torch.Tensor, torch.Tensor], y_fit: np.ndarray, ks: list[int],
+                classes: int | None) -> list[np.ndarray]:
+    """Cosine k-NN weighted by 1/distance (an exact match takes all the weight), for every k from one sort
+    (`neighbours`: `nearest`'s answer for at least max(ks) neighbours).
+    -> per k: probabilities [n, classes], or predicted values [n] (classes None)."""
+    d, j = neighbours
     yf = torch.as_tensor(y_fit)[j]
     out = []
     for k in ks:
-        kk = min(k, len(x_fit))
+        kk = min(k, d.shape[1])
         dk, yk = d[:, :kk], yf[:, :kk]
         exact = dk <= 0
         w = torch.where(exact.any(1, keepdim=True), exact.to(torch.float64), 1 / dk.clamp_min(1e-300))
         if classes is None:
             out.append(((w * yk.to(torch.float64)).sum(1) / w.sum(1)).numpy())
         else:
-            proba = torch.zeros(len(x_query), classes, dtype=torch.float64)
+            proba = torch.zeros(len(d), classes, dtype=torch.float64)
             proba.scatter_add_(1, yk.long(), w)
             out.append((proba / proba.sum(1, keepdim=True)).numpy())
     return out

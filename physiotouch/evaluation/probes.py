@@ -37,6 +37,7 @@ from torchmetrics.classification import (
 
 from physiotouch.utils.progress import progress
 
+from .probe_fits import SharedWork
 from .settings import ProbeConfig
 from .targets import Target, as_array
 from .tuned import FittedProbe, fit_tuned, grid
@@ -163,10 +164,12 @@ def fit_probe(kind: str, x: np.ndarray, y: np.ndarray, cfg: ProbeConfig, regress
     return knn(n_neighbors=min(cfg.knn_k, len(y)), metric="cosine", weights="distance").fit(x, y)
 
 
-def fit_task(task: Task, x: np.ndarray, kind: str, cfg: ProbeConfig) -> FittedProbe:
-    """Every fold's probe of `task` on features `x`, each tuned by inner cross-validation (evaluation/tuned.py)."""
+def fit_task(task: Task, x: np.ndarray, kind: str, cfg: ProbeConfig, shared: SharedWork | None = None
+             ) -> FittedProbe:
+    """Every fold's probe of `task` on features `x`, each tuned by inner cross-validation (evaluation/tuned.py);
+    `shared`: what the tasks before it on the same `x` computed that this one can reuse."""
     classes = None if task.classes is None else len(task.classes)
-    return fit_tuned(task.y, task.folds, task.groups, classes, x, kind, cfg, cfg.backend)
+    return fit_tuned(task.y, task.folds, task.groups, classes, x, kind, cfg, cfg.backend, shared)
 
 
 def score_task(task: Task, fitted: FittedProbe, x_test: np.ndarray, cfg: ProbeConfig) -> tuple[dict, np.ndarray]:
@@ -223,13 +226,14 @@ def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = 
     if given, receives each task's fitted linear probe by its key (the robustness sweep tests them again);
     `predictions` each probe's predictions over its task's tested clips (the verdicts pair them by object)."""
     metrics, curves, choices = {}, {}, {}
+    shared = SharedWork(x)
     for task in progress(tasks, len(tasks), f"probes ({label})"):
         if task.classes is not None:
             tested = task.y[task.tested]
             metrics[task.key("linear", "classes")] = float(len(np.unique(tested)))  # what chance is relative to
             metrics[task.key("linear", "chance")] = 1.0 / max(1, len(np.unique(tested)))
         for kind in task.kinds:
-            fitted = fit_task(task, x, kind, cfg)
+            fitted = fit_task(task, x, kind, cfg, shared)
             if kind == "linear" and fitted_linear is not None:
                 fitted_linear[task.key("linear", "")] = fitted
             scores, pred = score_task(task, fitted, x, cfg)

@@ -16,8 +16,6 @@ import torch
 
 from . import probe_fits
 
-ROTATE_ABOVE = 0.0  # fraction of all clips a batch's median fit must hold to be solved on their principal axes
-
 
 def inner_folds(groups: np.ndarray, k_max: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Positions (into `groups`) of K = min(k_max, groups) folds: the sorted groups dealt in turn."""
@@ -59,16 +57,17 @@ class FittedProbe:
         if "sklearn" in p:
             return _sklearn_predict(p["sklearn"], x, self.classes)
         if self.kind == "knn":
-            return probe_fits.knn_predict(p["x"], p["y"], x, [p["k"]], self.classes)[0]
+            return probe_fits.knn_predict(probe_fits.nearest(p["x"], x, p["k"]), p["y"], [p["k"]], self.classes)[0]
         xt = torch.as_tensor(x, dtype=p["v"].dtype)
         out = xt @ p["v"] + p["c"]
         return out.numpy() if self.regression else torch.softmax(out, -1).numpy()
 
 
 def fit_tuned(y: np.ndarray, folds: list, groups: np.ndarray | None, classes: int | None, x: np.ndarray,
-              kind: str, cfg, backend: str = "torch") -> FittedProbe:
+              kind: str, cfg, backend: str = "torch", shared: probe_fits.SharedWork | None = None) -> FittedProbe:
     """Every outer fold's probe, its value chosen by inner cross-validation where the fit clips hold two or more
-    groups (and cfg.tune), else the configured default; then one refit per outer fold at its value."""
+    groups (and cfg.tune), else the configured default; then one refit per outer fold at its value. `shared`: the
+    work other tasks on the same features `x` have done (decompositions, neighbours), for the torch backend."""
     regression = classes is None
     _, values = grid(kind, regression, cfg)
     k_inner = int(cfg.inner_folds) if cfg.tune and groups is not None else 0
@@ -78,8 +77,11 @@ def fit_tuned(y: np.ndarray, folds: list, groups: np.ndarray | None, classes: in
         parts = inner_folds(groups[fit], k_inner) if k_inner >= 2 else []
         tuned.append(bool(parts))
         inner += [(f, i, fit[a], fit[b]) for i, (a, b) in enumerate(parts)]
-    fitter = _SklearnFits if backend == "sklearn" else _TorchFits
-    work = fitter(kind, x, y, classes, cfg)
+    if backend == "sklearn":
+        work = _SklearnFits(kind, x, y, classes, cfg)
+    else:
+        work = _TorchFits(kind, shared if shared is not None and shared.x is x else probe_fits.SharedWork(x), y,
+                          classes, cfg)
     preds = work.inner(inner, values) if inner else {}
     chosen, errors = [], []
     for f in range(len(folds)):
@@ -108,23 +110,11 @@ def inner_errors(scored: list, y: np.ndarray, regression: bool, n_values: int) -
 class _TorchFits:
     """The batched fits (probe_fits): inner fits for every grid value, refits at each fold's chosen value."""
 
-    def __init__(self, kind, x, y, classes, cfg):
-        self.kind, self.y, self.classes, self.cfg = kind, y, classes, cfg
-        self.x = x
-        self.xt = torch.as_tensor(x, dtype=torch.float32)
-        self.rotated = {}  # rotate or not -> the features as the batched logistic fits use them
+    def __init__(self, kind, shared: probe_fits.SharedWork, y, classes, cfg):
+        self.kind, self.shared, self.y, self.classes, self.cfg = kind, shared, y, classes, cfg
+        self.x = shared.x
+        self.xt = torch.as_tensor(self.x, dtype=torch.float32)
         self.path: dict = {}  # (outer fold, value) -> the inner fits' solutions, to warm-start the refit from
-
-    def _rotate(self, fits: list) -> bool:
-        """The principal axes of all clips guide fits that see most of them (measured: 3x fewer steps on pixel
-        features); fits of a third of the clips (one sensor) converge faster on the plain axes."""
-        return float(np.median([len(f) for f in fits])) >= ROTATE_ABOVE * len(self.x)
-
-    def _features(self, fits: list) -> probe_fits.Rotated:
-        rotate = self._rotate(fits)
-        if rotate not in self.rotated:
-            self.rotated[rotate] = probe_fits.Rotated.of(self.x, rotate)
-        return self.rotated[rotate]
 
     def _predict(self, V, c, idx) -> np.ndarray:
         out = self.xt[idx] @ V + c
@@ -135,18 +125,18 @@ class _TorchFits:
         preds = {}
         if self.kind == "knn":
             for f, i, fit, scored in plans:
-                for g, pred in enumerate(probe_fits.knn_predict(self.x[fit], self.y[fit], self.x[scored], values,
-                                                                self.classes)):
+                neighbours = self.shared.neighbours(fit, scored, max(values))
+                for g, pred in enumerate(probe_fits.knn_predict(neighbours, self.y[fit], values, self.classes)):
                     preds[(f, i, g)] = pred
             return preds
         fits = [pl[2] for pl in plans]
         if self.classes is None:
-            v, c = probe_fits.ridge_fits(self.x, self.y, fits, values)
+            v, c = probe_fits.ridge_fits(self.shared, self.y, fits, values)
             solutions = [(v[:, g].float(), c[:, g].float()) for g in range(len(values))]
         else:
             solutions, state = [], None
             for value in values:  # along the path, each value warm-started from the last (C ascending)
-                V, c, state = probe_fits.logistic_fits(self._features(fits), self.y, self.classes, fits, value,
+                V, c, state = probe_fits.logistic_fits(self.shared.rotated, self.y, self.classes, fits, value,
                                                        self.cfg.max_iter, state)
                 solutions.append((V, c))
                 for p, (f, _, _, _) in enumerate(plans):
@@ -163,7 +153,7 @@ class _TorchFits:
         if self.classes is None:
             out = []
             for fit, alpha in zip(fits, chosen):
-                v, c = probe_fits.ridge_fits(self.x, self.y, [fit], [alpha])
+                v, c = probe_fits.ridge_fits(self.shared, self.y, [fit], [alpha])
                 out.append({"v": v[0, 0].float(), "c": c[0, 0].float()})
             return out
         out: list = [None] * len(fits)
@@ -174,8 +164,8 @@ class _TorchFits:
                 init = tuple(torch.stack([torch.stack([s[j] for s in self.path[(f, value)]]).mean(0) for f in folds])
                              for j in (0, 1))
             chosen_fits = [fits[f] for f in folds]
-            V, c, _ = probe_fits.logistic_fits(self._features(chosen_fits), self.y, self.classes, chosen_fits, value,
-                                               self.cfg.max_iter, init if self._rotate(chosen_fits) else None)
+            V, c, _ = probe_fits.logistic_fits(self.shared.rotated, self.y, self.classes, chosen_fits, value,
+                                               self.cfg.max_iter, init)
             for p, f in enumerate(folds):
                 out[f] = {"v": V[p], "c": c[p]}
         return out
