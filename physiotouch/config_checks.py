@@ -70,7 +70,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     for where, cls in SETTINGS_AT.items():
         node = _value(cfg, where)
         if node is not _MISSING and node is not None:  # every key known and typed, then the class's range rules
-            build_settings(cls, node, where, **({"out": str(_value(cfg, "data.root"))} if cls is SynthConfig else {}))
+            build_settings(cls, node, where, **{name: str(_value(cfg, key))
+                                                for name, key in getattr(cls, "SET_BY_CODE", {}).items()})
     for key, rule, must in TRAIN_RULES:
         value = _value(cfg, key)
         if value is _MISSING:

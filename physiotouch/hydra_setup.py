@@ -30,8 +30,6 @@ SETTINGS_NODE = "{}_settings"
 # The model group is built with `_target_` like data, trainer, loggers and callbacks (hydra.utils.instantiate); the
 # training module calls the same function on the saved plain values (models/build.py).
 TARGETS = {"model": BUILDER}
-# Fields the code sets, never the config.
-SET_BY_CODE = {"synthetic": ("out",)}
 SETTINGS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "augment": AugmentConfig,
             "split": SplitConfig, "synthetic": SynthConfig, "eval": EvalConfig}
 
@@ -54,7 +52,7 @@ def settings_node(name: str, cls: type) -> type:
     """The typed node Hydra stores for a settings dataclass: the class itself, with its builder as `_target_` where
     the group is instantiated (the model) and without the fields the code sets (the synthetic set's `out` is
     data.root). Same class name, so that composition errors name the dataclass."""
-    skip = SET_BY_CODE.get(name, ())
+    skip = getattr(cls, "SET_BY_CODE", {})
     if name not in TARGETS and not skip:
         return cls
     hints = typing.get_type_hints(cls)  # resolved here: the new class lives in no module that could resolve them

@@ -6,7 +6,7 @@ the index, the splits: what composing the config needs) does not import torch an
 
 from __future__ import annotations
 
-import importlib
+from physiotouch.utils.lazy import lazy_names
 
 _HOME = {"augment_clips": ".augment", "normalize": ".augment", "to_float_clips": ".augment",
          "build_datamodule": ".build", "ClipDataset": ".datamodule", "TactileDataModule": ".datamodule",
@@ -14,8 +14,4 @@ _HOME = {"augment_clips": ".augment", "normalize": ".augment", "to_float_clips":
          "AugmentConfig": ".settings", "SplitConfig": ".splits", "split_sequences": ".splits"}
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name], __name__), name)
+__getattr__ = lazy_names(__name__, _HOME)

@@ -28,6 +28,7 @@ import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -79,6 +80,8 @@ SENSORS: dict[str, SensorLook] = {
 
 @dataclass
 class SynthConfig:
+    # Fields the code sets from another config key, never the config itself (Hydra's node leaves them out).
+    SET_BY_CODE: ClassVar[dict[str, str]] = {"out": "data.root"}
     out: str
     num_objects: int = 12
     sensors: list[str] = field(default_factory=lambda: list(SENSORS))

@@ -5,14 +5,10 @@ The names below load on first use (PEP 562), so that the sizes (config.py, torch
 
 from __future__ import annotations
 
-import importlib
+from physiotouch.utils.lazy import lazy_names
 
 _HOME = {"build_model": ".build", "named_model_configs": ".build", "DecoderConfig": ".config",
          "EncoderConfig": ".config", "ModelConfig": ".config", "NUM_FRAMES": ".mae", "TactileVideoMAE": ".mae"}
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name], __name__), name)
+__getattr__ = lazy_names(__name__, _HOME)
