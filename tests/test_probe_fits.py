@@ -128,3 +128,31 @@ def test_every_metric_of_every_probe_agrees_on_the_built_in_layout(small_data, t
             continue  # another, equally good choice: another probe
         tolerance = 0.05 if key.endswith(("_ece", "_mae")) else METRIC_TOLERANCE
         assert abs(m_torch[key] - m_sk[key]) <= tolerance * max(1.0, abs(m_sk[key])), (key, m_torch[key], m_sk[key])
+
+
+def test_tasks_on_the_same_features_share_their_work_and_get_the_same_answers():
+    """Three tasks on the same object folds (two regressions, one classification, k-NN and linear): with one
+    SharedWork each fit's ridge decomposition and each (fit, query) neighbour search is made once, and every
+    prediction is what a task fitted alone gets."""
+    from physiotouch.evaluation.probe_fits import SharedWork
+
+    x, y, objects = _data(seed=2)
+    rng = np.random.default_rng(3)
+    targets = {"a": x[:, 0] * 2 + rng.normal(size=len(x)), "b": x[:, 1] - rng.normal(size=len(x))}
+    folds = object_folds(objects, np.ones(len(x), bool), 5)
+    cfg = ProbeConfig()
+    shared = SharedWork(x)
+    for kind in ("linear", "knn"):
+        for name, t in targets.items():
+            together = fit_tuned(t, folds, objects, None, x, kind, cfg, "torch", shared)
+            alone = fit_tuned(t, folds, objects, None, x, kind, cfg, "torch")
+            assert together.chosen == alone.chosen
+            for f, (_, test) in enumerate(folds):
+                assert np.array_equal(together.predict(f, x[test]), alone.predict(f, x[test])), (kind, name, f)
+        together = fit_tuned(y, folds, objects, 3, x, kind, cfg, "torch", shared)
+        alone = fit_tuned(y, folds, objects, 3, x, kind, cfg, "torch")
+        assert together.chosen == alone.chosen
+    fits = {fit.tobytes() for fit, _ in folds} | {fit[a].tobytes() for fit, _ in folds
+                                                   for a, _ in inner_folds(objects[fit], cfg.inner_folds)}
+    assert set(shared._ridge) == fits  # one decomposition per distinct fit set, for both regressions
+    assert len(shared._neighbours) == 5 * cfg.inner_folds  # one search per inner (fit, scored) pair, for all three
