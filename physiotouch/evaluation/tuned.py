@@ -77,11 +77,12 @@ def fit_tuned(y: np.ndarray, folds: list, groups: np.ndarray | None, classes: in
         parts = inner_folds(groups[fit], k_inner) if k_inner >= 2 else []
         tuned.append(bool(parts))
         inner += [(f, i, fit[a], fit[b]) for i, (a, b) in enumerate(parts)]
+    if shared is not None and shared.x is not x:
+        raise ValueError("fit_tuned: `shared` holds the work of other features than `x`")
     if backend == "sklearn":
         work = _SklearnFits(kind, x, y, classes, cfg)
     else:
-        work = _TorchFits(kind, shared if shared is not None and shared.x is x else probe_fits.SharedWork(x), y,
-                          classes, cfg)
+        work = _TorchFits(kind, shared or probe_fits.SharedWork(x), y, classes, cfg)
     preds = work.inner(inner, values) if inner else {}
     chosen, errors = [], []
     for f in range(len(folds)):
