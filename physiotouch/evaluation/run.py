@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from physiotouch.run_folder import RunDir
+from physiotouch.utils.progress import progress
 from physiotouch.utils.timing import PhaseTimer
 
 from . import plots
@@ -165,7 +166,7 @@ def _pictures(model, datasets: dict, feats: dict, curves: dict, groups: dict, me
               pcfg: ProbeConfig, out: Path) -> list[Path]:
     """Confusion, PR/ROC and reliability per probe; losses per object, sensor and frame; example clips."""
     pictures = []
-    for task, curve in curves.items():
+    for task, curve in progress(curves.items(), len(curves), "pictures"):
         pictures += [plots.confusion(curve, task, out), *plots.pr_roc(curve, task, out),
                      plots.reliability(curve, task, out, pcfg.ece_bins)]
     pictures.append(plots.group_bars(groups["object_name"], "Validation losses per object", "losses_by_object.png",
