@@ -148,11 +148,14 @@ def test_tasks_on_the_same_features_share_their_work_and_get_the_same_answers():
             alone = fit_tuned(t, folds, objects, None, x, kind, cfg, "torch")
             assert together.chosen == alone.chosen
             for f, (_, test) in enumerate(folds):
-                assert np.array_equal(together.predict(f, x[test]), alone.predict(f, x[test])), (kind, name, f)
+                assert np.array_equal(together.predict_clips(f, test), alone.predict(f, x[test])), (kind, name, f)
         together = fit_tuned(y, folds, objects, 3, x, kind, cfg, "torch", shared)
         alone = fit_tuned(y, folds, objects, 3, x, kind, cfg, "torch")
         assert together.chosen == alone.chosen
+        for f, (_, test) in enumerate(folds):
+            assert np.array_equal(together.predict_clips(f, test), alone.predict(f, x[test])), (kind, f)
     fits = {fit.tobytes() for fit, _ in folds} | {fit[a].tobytes() for fit, _ in folds
                                                    for a, _ in inner_folds(objects[fit], cfg.inner_folds)}
-    assert set(shared._ridge) == fits  # one decomposition per distinct fit set, for both regressions
-    assert len(shared._neighbours) == 5 * cfg.inner_folds  # one search per inner (fit, scored) pair, for all three
+    assert shared.decompositions == len(fits)  # one decomposition per distinct fit set, for both regressions
+    assert shared.searches == 5 * cfg.inner_folds + 5  # one search per (fit, scored) pair for all three tasks: the
+    # inner pairs, and each outer fold's (fit, tested)

@@ -199,14 +199,24 @@ class SharedWork:
     def __init__(self, x: np.ndarray):
         self.x = x
         self._rotated: Rotated | None = None
+        self._xt: torch.Tensor | None = None
         self._ridge: dict = {}
         self._neighbours: dict = {}
+        self.decompositions = 0  # how many were made: each fit set's once, whichever task asked
+        self.searches = 0  # the same for neighbour searches
 
     @property
     def rotated(self) -> Rotated:
         if self._rotated is None:
             self._rotated = Rotated.of(self.x)
         return self._rotated
+
+    @property
+    def xt(self) -> torch.Tensor:
+        """The features as float32 (what the fitted linear probes predict from)."""
+        if self._xt is None:
+            self._xt = torch.as_tensor(self.x, dtype=torch.float32)
+        return self._xt
 
     def ridge_basis(self, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
         """The fit clips' mean and scale (StandardScaler's), and the eigendecomposition of their standardised
@@ -219,6 +229,7 @@ class SharedWork:
             sd = torch.where(sd < 10 * torch.finfo(sd.dtype).eps * mu.abs().clamp_min(1), torch.ones_like(sd), sd)
             xs = (sub - mu) / sd
             self._ridge[key] = (mu, sd, *torch.linalg.eigh(xs.T @ xs))
+            self.decompositions += 1
         return self._ridge[key]
 
     def neighbours(self, fit: np.ndarray, query: np.ndarray, top: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +237,7 @@ class SharedWork:
         key = (fit.tobytes(), query.tobytes())
         if key not in self._neighbours or self._neighbours[key][0].shape[1] < min(top, len(fit)):
             self._neighbours[key] = nearest(self.x[fit], self.x[query], top)
+            self.searches += 1
         d, j = self._neighbours[key]
         return d[:, :top], j[:, :top]
 

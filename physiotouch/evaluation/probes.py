@@ -172,9 +172,10 @@ def fit_task(task: Task, x: np.ndarray, kind: str, cfg: ProbeConfig, shared: Sha
     return fit_tuned(task.y, task.folds, task.groups, classes, x, kind, cfg, cfg.backend, shared)
 
 
-def score_task(task: Task, fitted: FittedProbe, x_test: np.ndarray, cfg: ProbeConfig) -> tuple[dict, np.ndarray]:
-    """Each fold's tested clips predicted by the probe fit on that fold -> (metrics, predictions over `tested`)."""
-    pred = np.concatenate([fitted.predict(f, x_test[t]) for f, (_, t) in enumerate(task.folds)])
+def score_task(task: Task, fitted: FittedProbe, cfg: ProbeConfig) -> tuple[dict, np.ndarray]:
+    """Each fold's tested clips (of the features the probe was fit on) predicted by the probe fit on that fold
+    -> (metrics, predictions over `tested`)."""
+    pred = np.concatenate([fitted.predict_clips(f, t) for f, (_, t) in enumerate(task.folds)])
     return task_metrics(task, pred, cfg), pred
 
 
@@ -236,7 +237,7 @@ def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = 
             fitted = fit_task(task, x, kind, cfg, shared)
             if kind == "linear" and fitted_linear is not None:
                 fitted_linear[task.key("linear", "")] = fitted
-            scores, pred = score_task(task, fitted, x, cfg)
+            scores, pred = score_task(task, fitted, cfg)
             if predictions is not None:
                 predictions[task.key(kind, "")] = pred
             metrics.update({task.key(kind, k): v for k, v in scores.items()})

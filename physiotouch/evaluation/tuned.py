@@ -50,6 +50,7 @@ class FittedProbe:
     chosen: list = field(default_factory=list)  # per outer fold: the value used
     tuned: list = field(default_factory=list)  # per outer fold: chosen by inner cross-validation (else the default)
     inner_errors: list = field(default_factory=list)  # per outer fold: the inner error of each grid value (or [])
+    shared: probe_fits.SharedWork | None = None  # the features it was fit on, and the work done on them
 
     def predict(self, fold: int, x: np.ndarray) -> np.ndarray:
         """Outer fold `fold`'s probe on features `x` -> values [n] or class probabilities [n, classes]."""
@@ -57,8 +58,22 @@ class FittedProbe:
         if "sklearn" in p:
             return _sklearn_predict(p["sklearn"], x, self.classes)
         if self.kind == "knn":
-            return probe_fits.knn_predict(probe_fits.nearest(p["x"], x, p["k"]), p["y"], [p["k"]], self.classes)[0]
-        xt = torch.as_tensor(x, dtype=p["v"].dtype)
+            x_fit = self.shared.x[p["fit"]]
+            return probe_fits.knn_predict(probe_fits.nearest(x_fit, x, p["k"]), p["y"], [p["k"]], self.classes)[0]
+        return self._linear(p, torch.as_tensor(x, dtype=p["v"].dtype))
+
+    def predict_clips(self, fold: int, clips: np.ndarray) -> np.ndarray:
+        """The same for clips `clips` of the features it was fit on: a k-NN probe reuses the neighbour search
+        another task on the same features made for the same (fit, tested) clips."""
+        p = self.params[fold]
+        if "sklearn" in p:
+            return self.predict(fold, self.shared.x[clips])
+        if self.kind == "knn":
+            neighbours = self.shared.neighbours(p["fit"], clips, p["top"])  # the same search for every task
+            return probe_fits.knn_predict(neighbours, p["y"], [p["k"]], self.classes)[0]
+        return self._linear(p, self.shared.xt[clips])
+
+    def _linear(self, p: dict, xt: torch.Tensor) -> np.ndarray:
         out = xt @ p["v"] + p["c"]
         return out.numpy() if self.regression else torch.softmax(out, -1).numpy()
 
@@ -79,10 +94,8 @@ def fit_tuned(y: np.ndarray, folds: list, groups: np.ndarray | None, classes: in
         inner += [(f, i, fit[a], fit[b]) for i, (a, b) in enumerate(parts)]
     if shared is not None and shared.x is not x:
         raise ValueError("fit_tuned: `shared` holds the work of other features than `x`")
-    if backend == "sklearn":
-        work = _SklearnFits(kind, x, y, classes, cfg)
-    else:
-        work = _TorchFits(kind, shared or probe_fits.SharedWork(x), y, classes, cfg)
+    shared = shared or probe_fits.SharedWork(x)
+    work = _SklearnFits(kind, x, y, classes, cfg) if backend == "sklearn" else _TorchFits(kind, shared, y, classes, cfg)
     preds = work.inner(inner, values) if inner else {}
     chosen, errors = [], []
     for f in range(len(folds)):
@@ -95,7 +108,7 @@ def fit_tuned(y: np.ndarray, folds: list, groups: np.ndarray | None, classes: in
             errors.append([])
             chosen.append(default(kind, regression, cfg))
     params = work.refit([fit for fit, _ in folds], chosen)
-    return FittedProbe(kind, regression, classes, params, chosen, tuned, errors)
+    return FittedProbe(kind, regression, classes, params, chosen, tuned, errors, shared)
 
 
 def inner_errors(scored: list, y: np.ndarray, regression: bool, n_values: int) -> list[float]:
@@ -113,12 +126,10 @@ class _TorchFits:
 
     def __init__(self, kind, shared: probe_fits.SharedWork, y, classes, cfg):
         self.kind, self.shared, self.y, self.classes, self.cfg = kind, shared, y, classes, cfg
-        self.x = shared.x
-        self.xt = torch.as_tensor(self.x, dtype=torch.float32)
         self.path: dict = {}  # (outer fold, value) -> the inner fits' solutions, to warm-start the refit from
 
     def _predict(self, V, c, idx) -> np.ndarray:
-        out = self.xt[idx] @ V + c
+        out = self.shared.xt[idx] @ V + c
         return out.numpy() if self.classes is None else torch.softmax(out, -1).numpy()
 
     def inner(self, plans: list, values: list) -> dict:
@@ -149,8 +160,9 @@ class _TorchFits:
 
     def refit(self, fits: list, chosen: list) -> list[dict]:
         """-> per outer fold, what its probe at its chosen value needs to predict."""
-        if self.kind == "knn":
-            return [{"x": self.x[fit], "y": self.y[fit], "k": k} for fit, k in zip(fits, chosen)]
+        if self.kind == "knn":  # top: the grid's largest k, as the inner searches
+            top = max(grid("knn", False, self.cfg)[1])
+            return [{"fit": fit, "y": self.y[fit], "k": k, "top": top} for fit, k in zip(fits, chosen)]
         if self.classes is None:
             out = []
             for fit, alpha in zip(fits, chosen):
