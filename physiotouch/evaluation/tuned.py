@@ -60,7 +60,7 @@ class FittedProbe:
         if self.kind == "knn":
             x_fit = self.shared.x[p["fit"]]
             return probe_fits.knn_predict(probe_fits.nearest(x_fit, x, p["k"]), p["y"], [p["k"]], self.classes)[0]
-        return self._linear(p, torch.as_tensor(x, dtype=p["v"].dtype))
+        return _linear_predict(torch.as_tensor(x, dtype=p["v"].dtype), p["v"], p["c"], self.regression)
 
     def predict_clips(self, fold: int, clips: np.ndarray) -> np.ndarray:
         """The same for clips `clips` of the features it was fit on: a k-NN probe reuses the neighbour search
@@ -71,11 +71,13 @@ class FittedProbe:
         if self.kind == "knn":
             neighbours = self.shared.neighbours(p["fit"], clips, p["top"])  # the same search for every task
             return probe_fits.knn_predict(neighbours, p["y"], [p["k"]], self.classes)[0]
-        return self._linear(p, self.shared.xt[clips])
+        return _linear_predict(self.shared.xt[clips], p["v"], p["c"], self.regression)
 
-    def _linear(self, p: dict, xt: torch.Tensor) -> np.ndarray:
-        out = xt @ p["v"] + p["c"]
-        return out.numpy() if self.regression else torch.softmax(out, -1).numpy()
+
+def _linear_predict(xt: torch.Tensor, v: torch.Tensor, c: torch.Tensor, regression: bool) -> np.ndarray:
+    """A linear probe's values [n], or class probabilities [n, classes], on features `xt`."""
+    out = xt @ v + c
+    return out.numpy() if regression else torch.softmax(out, -1).numpy()
 
 
 def fit_tuned(y: np.ndarray, folds: list, groups: np.ndarray | None, classes: int | None, x: np.ndarray,
@@ -128,10 +130,6 @@ class _TorchFits:
         self.kind, self.shared, self.y, self.classes, self.cfg = kind, shared, y, classes, cfg
         self.path: dict = {}  # (outer fold, value) -> the inner fits' solutions, to warm-start the refit from
 
-    def _predict(self, V, c, idx) -> np.ndarray:
-        out = self.shared.xt[idx] @ V + c
-        return out.numpy() if self.classes is None else torch.softmax(out, -1).numpy()
-
     def inner(self, plans: list, values: list) -> dict:
         """-> {(f, i, g): predictions of the scored clips}."""
         preds = {}
@@ -155,7 +153,7 @@ class _TorchFits:
                     self.path.setdefault((f, value), []).append((state[0][p], state[1][p]))
         for g, (V, c) in enumerate(solutions):
             for p, (f, i, _, scored) in enumerate(plans):
-                preds[(f, i, g)] = self._predict(V[p], c[p], scored)
+                preds[(f, i, g)] = _linear_predict(self.shared.xt[scored], V[p], c[p], self.classes is None)
         return preds
 
     def refit(self, fits: list, chosen: list) -> list[dict]:
