@@ -127,25 +127,32 @@ def logistic_fits(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarr
     inverse square-root curvature along each principal axis.
     -> (V [P, D, K], c [P, K]) with logits = x @ V + c on the raw features (−inf for classes a fit never saw), and
     (A, c) to warm-start another C or fit from."""
-    n_clips, dim = rot.x.shape
     P, dt = len(fits), rot.x.dtype
+    rows = np.unique(np.concatenate(fits))  # the clips some fit uses (a LoSO probe's never include a held-out
+    # sensor's): the others weigh nothing in any problem, so the products skip them
+    position = np.full(len(rot.x), -1)
+    position[rows] = np.arange(len(rows))
+    xs, xr = rot.xs[rows], rot.x[rows]
+    n_clips, dim = xs.shape
     masks = torch.zeros(P, n_clips, dtype=dt)
     for p, idx in enumerate(fits):
-        masks[p, idx] = 1.0
+        masks[p, position[idx]] = 1.0
     n = masks.sum(1)
-    ratio = _standardise(rot.xs, masks)[1]  # [P, D] each fit's feature scales against the global ones
-    centre = masks @ rot.x / n[:, None]  # [P, D] each fit's mean (rotated): its features centred on their own mean,
-    # as scikit-learn's are (an off-centre fit couples weights and intercept, and converges slowly)
-    target = torch.as_tensor(y).long().clamp_min(0)
+    ratio = _standardise(xs, masks)[1]  # [P, D] each fit's feature scales against the global ones
+    centre_s = masks @ xs / n[:, None]  # [P, D] each fit's mean: its features centred on their own mean, as
+    # scikit-learn's are (an off-centre fit couples weights and intercept, and converges slowly)
+    centre = centre_s @ rot.Q  # the same, rotated
+    target = torch.as_tensor(y[rows]).long().clamp_min(0)
     onehot = torch.nn.functional.one_hot(target, classes).to(dt)
     present = (masks @ onehot) > 0
     reg = C * n / torch.where(present.sum(1) == 2, 2.0, 1.0).to(dt)  # ‖W‖² / (2·reg) per problem
-    absent = torch.where(present, 0.0, -1e30).to(dt)[None]  # exp underflows to 0 (−inf slows the softmax down)
+    absent = torch.where(present, 0.0, -1e30).to(dt)  # at the floor below (−inf slows the softmax down)
     weight = (masks / n[:, None]).T.contiguous()  # [N, P]
     picked = target[:, None, None].expand(-1, P, 1)
     # [P, D]: along each axis, each fit's own curvature: its variance there and the penalty's weight there
-    variance = (masks @ (rot.x * rot.x) / n[:, None] - centre * centre).clamp_min(0)
+    variance = (masks @ (xr * xr) / n[:, None] - centre * centre).clamp_min(0)
     d = 1 / torch.sqrt(0.25 * variance + (ratio * ratio) @ (rot.Q * rot.Q) / reg[:, None])
+    penalty = (ratio * ratio / reg[:, None])[:, :, None]  # [P, D, 1]: ‖W‖² / (2·reg) = Σ penalty · B² / 2
     size = dim * classes
 
     def flat(t: torch.Tensor) -> torch.Tensor:  # [P, D, K] -> [D, P·K]
@@ -156,26 +163,34 @@ def logistic_fits(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarr
 
     def f_and_grad(theta: torch.Tensor):
         """Objectives, gradients in (Z, c) and scikit-learn's stopping measure, written out (autograd's overhead
-        costs more than the arithmetic at these sizes); clips × fits × classes laid out [N, P, K]."""
+        costs more than the arithmetic at these sizes); clips × fits × classes laid out [N, P, K]. The products
+        run on the standardised features with B = Q A (W = the fit's scale ratio · B): two rotations per step."""
         A = d[:, :, None] * theta[:, :size].reshape(P, dim, classes)
         c = theta[:, size:]
-        offset = c - torch.einsum("pd,pdk->pk", centre, A)
-        logits = (rot.x @ flat(A)).reshape(n_clips, P, classes) + offset[None] + absent
-        # log-softmax written out (torch's is slow over a short axis). Terms below e^EXP_FLOOR are set to 0 rather
-        # than computed: subnormal floats (exp's results below ~e^-87, and their products later) take the CPU's
-        # slow path, 10-50x the time of a whole step; beside the largest term (e^0) they change nothing.
-        z = logits - logits.amax(2, keepdim=True)
-        ez = z.clamp_min(EXP_FLOOR).exp().masked_fill_(z < EXP_FLOOR, 0.0)
-        total = ez.sum(2, keepdim=True)
-        ce = (total.log() - z.gather(2, picked))[..., 0]
-        W = ratio[:, :, None] * unflat(rot.Q @ flat(A))
-        f = (weight * ce).sum(0) + (W * W).sum((1, 2)) / (2 * reg)
-        G = weight[:, :, None] * (ez / total - onehot[:, None, :])  # [N, P, K]
+        B = unflat(rot.Q @ flat(A))
+        bias = (c - torch.einsum("pd,pdk->pk", centre_s, B) + absent).reshape(1, P * classes)
+        # The log-softmax written out, in place over [N, P, K] (each pass over it costs more than the products for
+        # the model's few features). Terms below e^EXP_FLOOR count as e^EXP_FLOOR: subnormal floats (exp's results
+        # below ~e^-87) take the CPU's slow path, 10-50x the time of a whole step; beside the term e^0 they change
+        # nothing a float32 can hold.
+        for shift in ("true class", "largest"):
+            logits = torch.addmm(bias, xs, flat(B)).view(n_clips, P, classes)
+            # each clip's logits relative to its true class's (a gather; the largest is a slow reduction over the
+            # short class axis), unless a trial step of the line search makes e^(another class's lead) overflow
+            logits.sub_(logits.gather(2, picked) if shift == "true class" else logits.amax(2, keepdim=True))
+            z_true = logits.gather(2, picked)[..., 0]
+            ez = logits.clamp_min_(EXP_FLOOR).exp_()
+            total = ez.sum(2, keepdim=True)
+            if torch.isfinite(total).all():
+                break
+        ce = total.log()[..., 0] - z_true
+        f = (weight * ce).sum(0) + (penalty * B * B).sum((1, 2)) / 2
+        G = ez.mul_(weight[:, :, None] / total).scatter_add_(2, picked, -weight[:, :, None])  # weight·(p − onehot)
         g_c = G.sum(0)
-        grad_a = unflat(rot.x.T @ G.reshape(n_clips, P * classes)) - centre[:, :, None] * g_c[:, None, :] + \
-            unflat(rot.Q.T @ flat(ratio[:, :, None] * W / reg[:, None, None]))
-        grad_w = unflat(rot.Q @ flat(grad_a)) / ratio[:, :, None]  # c is scikit-learn's intercept: no correction
+        grad_b = unflat(xs.T @ G.view(n_clips, P * classes)) - centre_s[:, :, None] * g_c[:, None, :] + penalty * B
+        grad_w = grad_b / ratio[:, :, None]  # c is scikit-learn's intercept: no correction
         gmax = torch.maximum(grad_w.abs().amax((1, 2)), g_c.abs().amax(1))
+        grad_a = unflat(rot.Q.T @ flat(grad_b))
         return f, torch.cat([(d[:, :, None] * grad_a).reshape(P, size), g_c], 1), gmax
 
     if init is None:
