@@ -1,12 +1,15 @@
 """The evaluation's time per phase, the old path (every probe fit one at a time by scikit-learn) beside the new one
-(each task's fits batched in torch), in one run, with the ratio; and whether both give the same numbers.
+(each task's fits batched in torch), first with an empty probe cache and then with the controls' probes read back
+from it (as every evaluation after the first on the same data), in one run, with the ratios; and whether all three
+give the same numbers.
 
     .venv/bin/python benchmarks/eval_throughput.py --ckpt outputs/DATE/TIME/checkpoints/best-epochNNN.ckpt
     .venv/bin/python benchmarks/eval_throughput.py            # trains the README's main job first (~1-2 min)
 
 Both paths run the same tuned protocol (each probe's C, α, k chosen by inner cross-validation, for the model and
 every control): `python -m physiotouch.evaluate ckpt_path=CKPT eval.probe.backend=sklearn|torch`, each in its own
-process, each writing its phases' seconds to `timings.json`. Prints a Markdown table (docs/performance.md holds the
+process, each writing its phases' seconds to `timings.json`; the old path without the probe cache, the new one with
+a cache folder of its own, empty at first. Prints a Markdown table (docs/performance.md holds the
 last one measured) and the largest metric difference between the two paths.
 """
 
@@ -24,9 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def evaluate(ckpt: Path, out: Path, backend: str, extra: list[str]) -> tuple[dict, dict, float]:
+def evaluate(ckpt: Path, out: Path, backend: str, cache: Path | None, extra: list[str]) -> tuple[dict, dict, float]:
+    cached = [f"eval.probe_cache_dir={cache}"] if cache else ["eval.probe_cache=false"]
     cmd = [sys.executable, "-m", "physiotouch.evaluate", f"ckpt_path={ckpt}", f"out_dir={out}",
-           f"eval.probe.backend={backend}", "logger=none", *extra]
+           f"eval.probe.backend={backend}", "logger=none", *cached, *extra]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -49,22 +53,32 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
         ckpt = args.ckpt.resolve() if args.ckpt else train_default(Path(tmp))
-        runs = {b: evaluate(ckpt, Path(tmp) / b, b, args.overrides) for b in ("sklearn", "torch")}
-    (old, m_old, wall_old), (new, m_new, wall_new) = runs["sklearn"], runs["torch"]
+        cache = Path(tmp) / "probe_cache"
+        old, m_old, wall_old = evaluate(ckpt, Path(tmp) / "sklearn", "sklearn", None, args.overrides)
+        new, m_new, wall_new = evaluate(ckpt, Path(tmp) / "torch", "torch", cache, args.overrides)
+        warm, m_warm, wall_warm = evaluate(ckpt, Path(tmp) / "torch_cached", "torch", cache, args.overrides)
     print(f"checkpoint {ckpt.name}; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}\n")
-    print("| phase | old path: scikit-learn, fit by fit (s) | new path: batched torch fits (s) | old / new |")
-    print("|---|---|---|---|")
+    print("| phase | old path: scikit-learn, fit by fit (s) | new path: batched torch fits (s) | old / new "
+          "| new path, controls from the cache (s) | old / cached |")
+    print("|---|---|---|---|---|---|")
+    nan = float("nan")
     for phase in [p for p in old if p != "total"] + ["total"]:
-        ratio = old[phase] / new[phase] if new.get(phase) else float("nan")
-        print(f"| {phase} | {old[phase]:.1f} | {new.get(phase, float('nan')):.1f} | {ratio:.1f}x |")
-    print(f"| wall clock, process start included | {wall_old:.1f} | {wall_new:.1f} | {wall_old / wall_new:.1f}x |")
-    keys = [k for k, v in m_old.items() if isinstance(v, float) and k in m_new and ("/probe_" in k or "/loso_" in k)]
-    diffs = sorted(((abs(m_old[k] - m_new[k]), k) for k in keys if isinstance(m_new.get(k), float)), reverse=True)
-    verdicts = [k for k, row in m_old["controls"].items()
-                if row.get("better_than_all") != m_new["controls"].get(k, {}).get("better_than_all")]
-    print(f"\nprobe metrics compared: {len(diffs)}; largest |old - new|: "
+        a, b, c = old[phase], new.get(phase, nan), warm.get(phase, nan)
+        print(f"| {phase} | {a:.1f} | {b:.1f} | {a / b if b else nan:.1f}x | {c:.1f} | {a / c if c else nan:.1f}x |")
+    print(f"| wall clock, process start included | {wall_old:.1f} | {wall_new:.1f} | {wall_old / wall_new:.1f}x "
+          f"| {wall_warm:.1f} | {wall_old / wall_warm:.1f}x |")
+    compare("old / new", m_old, m_new)
+    compare("new / cached", m_new, m_warm)
+
+
+def compare(what: str, a: dict, b: dict) -> None:
+    keys = [k for k, v in a.items() if isinstance(v, float) and k in b and ("/probe_" in k or "/loso_" in k)]
+    diffs = sorted(((abs(a[k] - b[k]), k) for k in keys if isinstance(b.get(k), float)), reverse=True)
+    verdicts = [k for k, row in a["controls"].items()
+                if row.get("better_than_all") != b["controls"].get(k, {}).get("better_than_all")]
+    print(f"\n{what}: probe metrics compared: {len(diffs)}; largest difference: "
           + ", ".join(f"{k} {d:.4f}" for d, k in diffs[:3]))
-    print(f"'beats all controls' verdicts that differ: {len(verdicts)} of {len(m_old['controls'])}"
+    print(f"{what}: 'beats all controls' verdicts that differ: {len(verdicts)} of {len(a['controls'])}"
           + (f" ({', '.join(verdicts)})" if verdicts else ""))
 
 

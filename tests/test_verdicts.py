@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import f1_score, r2_score
+from sklearn.metrics import average_precision_score, f1_score, r2_score, roc_auc_score
 
-from physiotouch.evaluation.verdicts import interval, paired, per_object, verdict
+from physiotouch.evaluation.verdicts import auroc, average_precision, interval, paired, per_object, verdict
 
 
 def test_per_object_metrics_match_the_definitions_and_r2_parts_add_up():
@@ -27,6 +27,24 @@ def test_per_object_metrics_match_the_definitions_and_r2_parts_add_up():
     assert np.mean(list(parts.values())) == pytest.approx(r2_score(target, guess))
     one_class = per_object("macro_auroc", np.zeros(20, int), rng.dirichlet(np.ones(2), 20), np.zeros(20))
     assert one_class == {}  # undefined for an object with one class: left out, never counted as 0
+
+
+@pytest.mark.parametrize("levels", [None, 3, 7])  # continuous scores, and scores with many ties
+def test_auroc_and_average_precision_are_scikit_learns(levels):
+    rng = np.random.default_rng(levels or 0)
+    for n in (2, 5, 17, 60):
+        positive = rng.random(n) < 0.4
+        positive[0], positive[-1] = True, False  # both classes present
+        score = rng.random(n) if levels is None else rng.integers(0, levels, n) / levels
+        assert auroc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
+        assert average_precision(positive, score) == pytest.approx(average_precision_score(positive, score),
+                                                                   abs=1e-12)
+    proba = rng.dirichlet(np.ones(3), 120)  # and as per-object macro averages over the classes present
+    y, objects = rng.integers(0, 3, 120), np.repeat(np.arange(6), 20)
+    for metric, score in (("macro_auroc", roc_auc_score), ("macro_auprc", average_precision_score)):
+        for o, value in per_object(metric, y, proba, objects).items():
+            sel = objects == int(o)
+            assert value == pytest.approx(np.mean([score(y[sel] == c, proba[sel, c]) for c in np.unique(y[sel])]))
 
 
 def test_interval_is_the_t_interval_and_verdicts_need_the_whole_interval():

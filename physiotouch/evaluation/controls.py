@@ -25,6 +25,7 @@ from physiotouch.utils.timing import PhaseTimer
 
 from .contact_features import SIDE, contact_features, pooled_frames
 from .encoder import encode
+from .probe_cache import ProbeCache
 from .probes import ProbeConfig, Task, pool, run_probes, task_metrics
 from .verdicts import paired, per_object
 
@@ -87,19 +88,26 @@ def majority_metrics(tasks: list[Task], pcfg: ProbeConfig, preds: dict | None = 
 
 def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], pcfg: ProbeConfig,
                     batch_size: int, device: str, limit: int | None, seed: int, timer: PhaseTimer | None = None,
-                    splits: tuple[str, str] = ("train", "val")
+                    splits: tuple[str, str] = ("train", "val"), cache: ProbeCache | None = None
                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict[str, dict]]:
     """-> ({control: flat probe metrics}, {control: the regularisation each probe chose}, {control: each probe's
     predictions}), each control's probes fitted and tested on exactly the model's clips (`splits` of `datasets`,
-    pooled in that order, as the model's were); `timer` times each control (its encoding and its probes)."""
+    pooled in that order, as the model's were); `timer` times each control (its encoding and its probes); `cache`:
+    where a control's probe results are read back from when its features and tasks are the same (probe_cache.py)."""
     timer = timer or PhaseTimer()
     torch.manual_seed(seed)
     fresh = TactileVideoMAE(model.cfg)
     out, choices, preds = {}, {}, {}
 
     def probe(name: str, x: np.ndarray) -> None:
+        entry, hit = cache.lookup(name, x, tasks, pcfg) if cache else (None, None)
+        if hit is not None:
+            out[name], choices[name], preds[name] = hit
+            return
         preds[name] = {}
         out[name], _, choices[name] = run_probes(tasks, x, pcfg, name, predictions=preds[name])
+        if cache:
+            cache.store(entry, out[name], choices[name], preds[name])
 
     for name, network in (("raw_pixels", RawPixels(contact=True)), ("untrained", fresh)):
         with timer.phase(f"control {name}"):

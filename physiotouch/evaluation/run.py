@@ -18,6 +18,7 @@ from . import plots
 from .controls import control_metrics, controls_for
 from .encoder import encode, encode_each
 from .features import ERRORS, example_outputs
+from .probe_cache import ProbeCache
 from .probes import Task, build_tasks, headline_metrics, pool, probe_splits, run_probes
 from .report_md import write_report
 from .robustness import DEFAULT_STRENGTHS, make_perturbation
@@ -117,10 +118,14 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
             metrics["val/loso_drop_points"] = 100 * (metrics["val/probe_object_accuracy"] - float(np.mean(loso)))
     recon, groups = reconstruction_metrics(feats["val"])
     metrics.update(recon)
+    cache = (ProbeCache(Path(cfg.probe_cache_dir or Path(datamodule.cache_dir) / "probes")) if cfg.probe_cache
+             else None)
     control_values, control_choices, control_preds = control_metrics(model, datasets, tasks, pcfg, cfg.batch_size,
-                                                                     cfg.device, cfg.max_clips, datamodule.seed, timer)
-    controls = {**controls_for(metrics, control_values, tasks, preds, control_preds, pooled["object"], pcfg.ece_bins),
-                **reconstruction_controls(feats["val"])}
+                                                                     cfg.device, cfg.max_clips, datamodule.seed, timer,
+                                                                     cache=cache)
+    with timer.phase("verdicts"):
+        controls = {**controls_for(metrics, control_values, tasks, preds, control_preds, pooled["object"],
+                                   pcfg.ece_bins), **reconstruction_controls(feats["val"])}
     (out / "probe_choices.json").write_text(json.dumps({"model": choices, **control_choices}, indent=1))
 
     with timer.phase("plots"):
@@ -145,8 +150,9 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
         write_report(out, metrics, groups, rows, pictures, datamodule.record, controls, not_run)
     (out / RunDir.EVAL_TIMINGS).write_text(json.dumps({**timer.seconds, "total": sum(timer.seconds.values())},
                                                       indent=1))
+    cached = f" (controls read from the probe cache: {', '.join(cache.hits)})" if cache and cache.hits else ""
     with (out / "report.md").open("a") as fh:
-        fh.write(f"\nTime per phase: {timer.line()}\n")
+        fh.write(f"\nTime per phase: {timer.line()}{cached}\n")
     return metrics
 
 

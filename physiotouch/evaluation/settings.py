@@ -48,6 +48,11 @@ class EvalConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     robustness: dict = field(default_factory=lambda: {"enabled": True, "strengths": DEFAULT_STRENGTHS})
     device: str = "auto"  # auto: cuda when a GPU is present, else cpu
+    # The controls' probe results kept on disk and read back while their features, tasks, settings and fitting code
+    # are unchanged (evaluation/probe_cache.py), in probe_cache_dir (null: the data's cache folder, data.cache_dir,
+    # under probes/)
+    probe_cache: bool = True
+    probe_cache_dir: str | None = None
 
     def __post_init__(self):
         if self.device == "auto":
