@@ -71,7 +71,7 @@ def test_everything_the_results_depend_on_changes_the_entry_name():
     assert entry_name(x.copy(), [replace(t) for t in tasks], PCFG) == name  # equal content, equal name
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not_npz", "pickled", "wrong_keys"])
+@pytest.mark.parametrize("damage", ["truncated", "not_npz", "pickled", "wrong_keys", "wrong_types"])
 def test_a_damaged_or_hostile_entry_is_refit_with_one_line_and_nothing_executed(tmp_path, caplog, damage):
     x, tasks = _tasks()
     cache = ProbeCache(tmp_path)
@@ -86,9 +86,13 @@ def test_a_damaged_or_hostile_entry_is_refit_with_one_line_and_nothing_executed(
     elif damage == "pickled":  # an object array would need pickle to load: refused, never unpickled
         with path.open("wb") as fh:
             np.savez(fh, head=np.array([{"metrics": {}}], dtype=object))
-    else:
+    elif damage == "wrong_keys":
         with path.open("wb") as fh:
             np.savez(fh, head=np.array(json.dumps({"metrics": {}})))
+    else:
+        with path.open("wb") as fh:
+            np.savez(fh, head=np.array(json.dumps({"metrics": {"a": "b"}, "choices": {}, "pred_keys": ["k"]})),
+                     pred0=np.array(["text"]))
     with caplog.at_level(logging.WARNING, logger="physiotouch.evaluation.probe_cache"):
         again, hit = cache.lookup("untrained", x, tasks, PCFG)
     assert again == name and hit is None and not cache.hits

@@ -18,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import sklearn
 import torch
+import torchmetrics
+
+from physiotouch.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def entry_name(x: np.ndarray, tasks: list, pcfg) -> str:
     here = Path(__file__).resolve().parent
     for name in FITTING_CODE:
         h.update((here / name).read_bytes())
-    h.update(json.dumps([FORMAT, torch.__version__, np.__version__, sklearn.__version__, asdict(pcfg)],
+    h.update(json.dumps([FORMAT, torch.__version__, np.__version__, sklearn.__version__, torchmetrics.__version__,
+                         asdict(pcfg)],
                         sort_keys=True, default=str).encode())
     _update(h, x)
     for task in tasks:
@@ -77,7 +79,11 @@ class ProbeCache:
             with np.load(path, allow_pickle=False) as entry:
                 head = json.loads(str(entry["head"]))
                 preds = {key: entry[f"pred{i}"] for i, key in enumerate(head["pred_keys"])}
-            result = head["metrics"], head["choices"], preds
+            metrics, choices = head["metrics"], head["choices"]
+            if not (isinstance(metrics, dict) and all(isinstance(v, (int, float)) for v in metrics.values())
+                    and isinstance(choices, dict) and all(p.dtype.kind == "f" for p in preds.values())):
+                raise ValueError("not what this cache writes")
+            result = metrics, choices, preds
         except Exception as err:  # any damage: refit and overwrite, never fail the evaluation for a cache
             log.warning("probe cache: %s is unreadable (%s: %s); refitting %s", path, type(err).__name__, err, label)
             return name, None
@@ -88,15 +94,9 @@ class ProbeCache:
     def store(self, name: str, metrics: dict, choices: dict, preds: dict) -> None:
         keys = sorted(preds)
         head = json.dumps({"metrics": metrics, "choices": choices, "pred_keys": keys})
-        tmp = None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, head=np.array(head), **{f"pred{i}": preds[k] for i, k in enumerate(keys)})
-            os.replace(tmp, self.folder / f"{name}.npz")  # whole or not at all, also beside another writer
+        try:  # whole or not at all, also beside another writer
+            atomic_write(self.folder / f"{name}.npz", lambda fh: np.savez(
+                fh, head=np.array(head), **{f"pred{i}": preds[k] for i, k in enumerate(keys)}))
         except OSError as err:  # a read-only data folder: the evaluation goes on without the cache
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             log.warning("probe cache: cannot write in %s (%s); set eval.probe_cache=false to stop trying",
                         self.folder, err)
