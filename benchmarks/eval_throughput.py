@@ -49,26 +49,45 @@ def train_default(tmp: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, help="the checkpoint to evaluate (default: train the main job first)")
+    parser.add_argument("--skip-old", action="store_true",
+                        help="leave the old path out (half an hour here): the new path and the cached one only")
     parser.add_argument("overrides", nargs="*", help="more overrides for both evaluations")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
         ckpt = args.ckpt.resolve() if args.ckpt else train_default(Path(tmp))
         cache = Path(tmp) / "probe_cache"
-        old, m_old, wall_old = evaluate(ckpt, Path(tmp) / "sklearn", "sklearn", None, args.overrides)
+        old, m_old, wall_old = ({}, {}, float("nan")) if args.skip_old else evaluate(
+            ckpt, Path(tmp) / "sklearn", "sklearn", None, args.overrides)
         new, m_new, wall_new = evaluate(ckpt, Path(tmp) / "torch", "torch", cache, args.overrides)
         warm, m_warm, wall_warm = evaluate(ckpt, Path(tmp) / "torch_cached", "torch", cache, args.overrides)
     print(f"checkpoint {ckpt.name}; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}\n")
-    print("| phase | old path: scikit-learn, fit by fit (s) | new path: batched torch fits (s) | old / new "
-          "| new path, controls from the cache (s) | old / cached |")
-    print("|---|---|---|---|---|---|")
-    nan = float("nan")
-    for phase in [p for p in old if p != "total"] + ["total"]:
-        a, b, c = old[phase], new.get(phase, nan), warm.get(phase, nan)
-        print(f"| {phase} | {a:.1f} | {b:.1f} | {a / b if b else nan:.1f}x | {c:.1f} | {a / c if c else nan:.1f}x |")
-    print(f"| wall clock, process start included | {wall_old:.1f} | {wall_new:.1f} | {wall_old / wall_new:.1f}x "
-          f"| {wall_warm:.1f} | {wall_old / wall_warm:.1f}x |")
-    compare("old / new", m_old, m_new)
+    print_table(old, new, warm, wall_old, wall_new, wall_warm)
+    if m_old:
+        compare("old / new", m_old, m_new)
     compare("new / cached", m_new, m_warm)
+
+
+def print_table(old: dict, new: dict, warm: dict, wall_old: float, wall_new: float, wall_warm: float) -> None:
+    """The phases' seconds side by side (Markdown), with the ratios; without the old path when it was left out."""
+    columns = [("old path: scikit-learn, fit by fit (s)", old, wall_old)] if old else []
+    columns += [("new path: batched torch fits (s)", new, wall_new),
+                ("new path, controls from the cache (s)", warm, wall_warm)]
+    ratios = [("old / new", old, new), ("old / cached", old, warm)] if old else [("new / cached", new, warm)]
+    print("| phase | " + " | ".join(name for name, _, _ in columns) + " | "
+          + " | ".join(r for r, _, _ in ratios) + " |")
+    print("|---" * (1 + len(columns) + len(ratios)) + "|")
+    nan = float("nan")
+    for phase in [p for p in (old or new) if p != "total"] + ["total"]:
+        cells = [f"{t.get(phase, nan):.1f}" for _, t, _ in columns]
+        cells += [_ratio(a.get(phase, nan), b.get(phase, nan)) for _, a, b in ratios]
+        print(f"| {phase} | " + " | ".join(cells) + " |")
+    walls = {id(t): w for _, t, w in columns}
+    print("| wall clock, process start included | " + " | ".join(f"{w:.1f}" for _, _, w in columns) + " | "
+          + " | ".join(_ratio(walls[id(a)], walls[id(b)]) for _, a, b in ratios) + " |")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b and a == a and b == b else "—"
 
 
 def compare(what: str, a: dict, b: dict) -> None:

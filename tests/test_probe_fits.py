@@ -159,3 +159,32 @@ def test_tasks_on_the_same_features_share_their_work_and_get_the_same_answers():
     assert shared.decompositions == len(fits)  # one decomposition per distinct fit set, for both regressions
     assert shared.searches == 5 * cfg.inner_folds + 5  # one search per (fit, scored) pair for all three tasks: the
     # inner pairs, and each outer fold's (fit, tested)
+
+
+@pytest.mark.parametrize("classes", [3, 10])  # all fits over all clips, and each fit over its own clips (10 >= 8)
+def test_tasks_with_the_same_labels_fit_together_as_each_alone(classes):
+    """The object probe and the leave-one-sensor-out probes share their labels and are fitted in one batch
+    (`fit_tuned_together`): each task gets the choices and predictions it gets fitted alone (within the tolerances
+    above: a batch changes the order of float32 sums, and both stop at gradient 1e-4 on a flat optimum), and its fits
+    agree with scikit-learn's as every batched fit does."""
+    from physiotouch.evaluation.tuned import fit_tuned_together
+
+    x, _, objects = _data(seed=4, n_objects=20, per_object=12, classes=classes)
+    y = objects % classes
+    sensors = np.arange(len(x)) % 3  # a held-out "sensor": every third clip
+    protocols = [(object_folds(objects, np.ones(len(x), bool), 5), objects),
+                 *[([(np.flatnonzero(sensors != s), np.flatnonzero(sensors == s))], objects) for s in range(3)]]
+    cfg = ProbeConfig()
+    together = fit_tuned_together(y, protocols, classes, x, "linear", cfg, "torch")
+    assert len(together) == len(protocols)
+    for (folds, groups), fitted in zip(protocols, together):
+        alone = fit_tuned(y, folds, groups, classes, x, "linear", cfg, "torch")
+        assert fitted.tuned == alone.tuned
+        _same_choices(fitted, alone, "linear", False, cfg)
+        for f, (_, test) in enumerate(folds):
+            if fitted.chosen[f] == alone.chosen[f]:
+                a, b = fitted.predict(f, x[test]), alone.predict(f, x[test])
+                flips = int((a.argmax(1) != b.argmax(1)).sum())  # clips at a near-tie of two classes
+                assert _mean_abs(a, b) < PROBABILITY_TOLERANCE and flips <= max(1, 0.02 * len(test)), (f, flips)
+    oracle = fit_tuned(y, *protocols[1], classes, x, "linear", cfg, "sklearn")
+    _same_choices(together[1], oracle, "linear", False, cfg)

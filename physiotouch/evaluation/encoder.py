@@ -2,7 +2,8 @@
 one pass per split for all its perturbations, and a progress bar with counts and rate.
 
 Each pass gives the unmasked features (`x`, what the probes read) and, where asked, the per-clip reconstruction
-errors under the fixed validation masks (`features.per_clip_errors`). Passes are counted in `PASSES` so that a
+errors under the fixed validation masks (`errors=True`: `features.per_clip_errors`; `errors="objective"`: the
+objective alone, `features.per_clip_objective`). Passes are counted in `PASSES` so that a
 test can check that nothing is encoded twice.
 """
 
@@ -32,12 +33,12 @@ class ClipEncoder(L.LightningModule):
     """Wraps a trained model for `predict`: a batch of uint8 clips -> features (and per-clip errors), once per
     perturbation (None: the clean clips). Each batch is loaded once for all of them."""
 
-    def __init__(self, model: TactileVideoMAE, mask_ratio: float, errors: bool, perturbations: list):
+    def __init__(self, model: TactileVideoMAE, mask_ratio: float, errors: bool | str, perturbations: list):
         super().__init__()
         self.model, self.mask_ratio, self.errors, self.perturbations = model, mask_ratio, errors, perturbations
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, dict[str, np.ndarray]]:
-        from .features import per_clip_errors
+        from .features import per_clip_errors, per_clip_objective
 
         clean = to_float_clips(batch["clip"])
         if not self.errors:  # the features read frames 1-3 only; frame 4 is the errors' target
@@ -58,8 +59,9 @@ class ClipEncoder(L.LightningModule):
                 clips = normalize(perturb(clean, ids, shared))
             values = {"x": self.model.encode(clips, "video")}
             if self.errors:
-                values.update(per_clip_errors(self.model, clips, self.model.forward_video(
-                    clips, masks, mask_ratio=self.mask_ratio)))
+                out_video = self.model.forward_video(clips, masks, mask_ratio=self.mask_ratio)
+                values.update(per_clip_objective(self.model, clips, out_video) if self.errors == "objective" else
+                              per_clip_errors(self.model, clips, out_video))
             out[_label(perturb)] = {**{k: v.float().cpu().numpy() for k, v in values.items()}, **labels}
         return out
 
@@ -84,8 +86,8 @@ def _trainer(accelerator: str, precision: str) -> L.Trainer:
 
 
 @torch.no_grad()
-def encode(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: int, mask_ratio: float, *, errors: bool = True,
-           perturb=None, device: str = "auto", limit: int | None = None, name: str = "split",
+def encode(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: int, mask_ratio: float, *,
+           errors: bool | str = True, perturb=None, device: str = "auto", limit: int | None = None, name: str = "split",
            precision: str | None = None) -> dict:
     """-> {'x': features [N, P], 'object', 'sensor', 't', 'start', 'end', 'clip_id', 'index', 'folder',
     'object_name', 'sensor_name'[, per-clip errors]}."""
@@ -95,7 +97,7 @@ def encode(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: int, ma
 
 @torch.no_grad()
 def encode_each(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: int, mask_ratio: float,
-                perturbations: list, *, errors: bool = True, device: str = "auto", limit: int | None = None,
+                perturbations: list, *, errors: bool | str = True, device: str = "auto", limit: int | None = None,
                 name: str = "split", precision: str | None = None) -> dict[str, dict]:
     """`encode` under each perturbation (None: clean) in one pass over `ds` -> {perturbation label: features}."""
     for perturb in perturbations:

@@ -50,6 +50,12 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
             "mean_pred": mean_pred, "copy_own_frame3": own, "copy_visible_frame3": copy_visible}
 
 
+def per_clip_objective(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> dict[str, torch.Tensor]:
+    """Per clip: the model's objective alone, as `per_clip_errors` gives it (the robustness sweep reports nothing else
+    under a perturbation)."""
+    return {"objective": model.objective(model.per_clip_losses(model.targets(clips), out["pred"], out["mask"]))}
+
+
 @torch.no_grad()
 def example_outputs(model: TactileVideoMAE, ds: ClipDataset, indices: list[int], mask_ratio: float,
                     device: str = "cpu") -> dict[str, torch.Tensor]:

@@ -40,28 +40,28 @@ def confusion(curve: dict, task: str, out: Path) -> Path:
     return _save(fig, out / f"confusion_{task}.png")
 
 
-def pr_roc(curve: dict, task: str, out: Path) -> list[Path]:
+def pr_roc(curve: dict, task: str, out: Path) -> Path:
+    """Precision-recall and ROC curves, one vs rest, side by side in one picture (one legend)."""
     y, proba, names = curve["y"], curve["proba"], curve["names"]
-    paths = []
-    for kind in ("pr", "roc"):
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for c in np.unique(y):
-            hit = (y == c).astype(int)
-            if kind == "pr":
-                prec, rec, _ = precision_recall_curve(hit, proba[:, c])
-                ax.plot(rec, prec, label=names[c])
-            else:
-                fpr, tpr, _ = roc_curve(hit, proba[:, c])
-                ax.plot(fpr, tpr, label=names[c])
-        if kind == "roc":
-            ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
-        ax.set_xlabel("recall" if kind == "pr" else "false positive rate")
-        ax.set_ylabel("precision" if kind == "pr" else "true positive rate")
-        ax.set_title(f"{task} probe (linear): {'precision-recall' if kind == 'pr' else 'ROC'}, one vs rest")
-        ax.legend(fontsize=7, ncol=2)
+    fig, (pr, roc) = plt.subplots(1, 2, figsize=(11, 5))
+    for c in np.unique(y):
+        hit = (y == c).astype(int)
+        prec, rec, _ = precision_recall_curve(hit, proba[:, c])
+        pr.plot(rec, prec)
+        fpr, tpr, _ = roc_curve(hit, proba[:, c])
+        roc.plot(fpr, tpr, label=names[c])
+    roc.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
+    for ax, x, y_label, title in ((pr, "recall", "precision", "precision-recall"),
+                                  (roc, "false positive rate", "true positive rate", "ROC")):
+        ax.set_xlabel(x)
+        ax.set_ylabel(y_label)
+        ax.set_title(title)
         ax.grid(alpha=0.3)
-        paths.append(_save(fig, out / f"{kind}_{task}.png"))
-    return paths
+    roc.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{task} probe (linear): one vs rest")
+    # fixed margins: the labels are the same in every such picture, and a tight layout costs a whole extra drawing
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.88, wspace=0.22)
+    return _save(fig, out / f"pr_roc_{task}.png", tight=False)
 
 
 def reliability(curve: dict, task: str, out: Path, bins: int = 10) -> Path:
@@ -81,9 +81,10 @@ def reliability(curve: dict, task: str, out: Path, bins: int = 10) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"{task} probe (linear): reliability (numbers: clips per bin)")
-    ax.legend(fontsize=8)
-    return _save(fig, out / f"reliability_{task}.png")
+    ax.set_title(f"{task} probe (linear): reliability\n(numbers: clips per bin)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.88)  # fixed margins, as pr_roc's
+    return _save(fig, out / f"reliability_{task}.png", tight=False)
 
 
 def group_bars(table: dict[str, dict[str, float]], title: str, name: str, out: Path) -> Path:
@@ -164,4 +165,5 @@ def robustness_plot(rows: list[dict], metric: str, out: Path) -> Path:
     ax.set_title(f"Robustness: {metric} under input perturbations")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, out / f"robustness_{metric.replace('/', '_')}.png")
+    fig.subplots_adjust(left=0.13, right=0.98, bottom=0.13, top=0.91)  # fixed margins, as pr_roc's
+    return _save(fig, out / f"robustness_{metric.replace('/', '_')}.png", tight=False)

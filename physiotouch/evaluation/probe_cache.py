@@ -31,7 +31,7 @@ from physiotouch.utils.files import atomic_write
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when an entry's layout changes
-FITTING_CODE = ("probes.py", "tuned.py", "probe_fits.py")  # what turns features and tasks into metrics
+FITTING_CODE = ("probes.py", "tuned.py", "probe_fits.py", "lbfgs.py")  # what turns features and tasks into metrics
 
 
 def _update(h, a: np.ndarray | None) -> None:

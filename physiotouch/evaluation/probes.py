@@ -40,7 +40,7 @@ from physiotouch.utils.progress import progress
 from .probe_fits import SharedWork
 from .settings import ProbeConfig
 from .targets import Target, as_array
-from .tuned import FittedProbe, fit_tuned, grid
+from .tuned import FittedProbe, fit_tuned_together, grid
 
 POOLED = ("x", "object", "sensor", "t", "start", "end", "folder")
 
@@ -164,12 +164,24 @@ def fit_probe(kind: str, x: np.ndarray, y: np.ndarray, cfg: ProbeConfig, regress
     return knn(n_neighbors=min(cfg.knn_k, len(y)), metric="cosine", weights="distance").fit(x, y)
 
 
-def fit_task(task: Task, x: np.ndarray, kind: str, cfg: ProbeConfig, shared: SharedWork | None = None
-             ) -> FittedProbe:
-    """Every fold's probe of `task` on features `x`, each tuned by inner cross-validation (evaluation/tuned.py);
-    `shared`: what the tasks before it on the same `x` computed that this one can reuse."""
-    classes = None if task.classes is None else len(task.classes)
-    return fit_tuned(task.y, task.folds, task.groups, classes, x, kind, cfg, cfg.backend, shared)
+def fit_tasks(tasks: list[Task], x: np.ndarray, kind: str, cfg: ProbeConfig, shared: SharedWork | None = None
+              ) -> list[FittedProbe]:
+    """Every fold's probe of each task on features `x`, each tuned by inner cross-validation (evaluation/tuned.py),
+    for tasks with the same labels: their fits made together (the object probe and the leave-one-sensor-out probes
+    all predict the object: one batch of fits instead of one per task). `shared`: what the tasks before them on the
+    same `x` computed that these can reuse."""
+    classes = None if tasks[0].classes is None else len(tasks[0].classes)
+    return fit_tuned_together(tasks[0].y, [(t.folds, t.groups) for t in tasks], classes, x, kind, cfg, cfg.backend,
+                              shared)
+
+
+def same_labels(tasks: list[Task]) -> list[list[Task]]:
+    """The tasks grouped by their labels (equal arrays and classes), in their order."""
+    groups: dict = {}
+    for task in tasks:
+        key = (task.y.dtype.str, task.y.tobytes(), None if task.classes is None else tuple(task.classes))
+        groups.setdefault(key, []).append(task)
+    return list(groups.values())
 
 
 def score_task(task: Task, fitted: FittedProbe, cfg: ProbeConfig) -> tuple[dict, np.ndarray]:
@@ -228,13 +240,20 @@ def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = 
     `predictions` each probe's predictions over its task's tested clips (the verdicts pair them by object)."""
     metrics, curves, choices = {}, {}, {}
     shared = SharedWork(x)
-    for task in progress(tasks, len(tasks), f"probes ({label})"):
+    fits: dict[tuple[int, str], FittedProbe] = {}  # (task's position, kind) -> its fitted probe
+    position = {id(task): n for n, task in enumerate(tasks)}
+    groups = same_labels(tasks)
+    for group in progress(groups, len(groups), f"probes ({label})"):
+        for kind in dict.fromkeys(k for task in group for k in task.kinds):
+            members = [task for task in group if kind in task.kinds]
+            fits.update({(position[id(t)], kind): f for t, f in zip(members, fit_tasks(members, x, kind, cfg, shared))})
+    for n, task in enumerate(tasks):
         if task.classes is not None:
             tested = task.y[task.tested]
             metrics[task.key("linear", "classes")] = float(len(np.unique(tested)))  # what chance is relative to
             metrics[task.key("linear", "chance")] = 1.0 / max(1, len(np.unique(tested)))
         for kind in task.kinds:
-            fitted = fit_task(task, x, kind, cfg, shared)
+            fitted = fits[(n, kind)]
             if kind == "linear" and fitted_linear is not None:
                 fitted_linear[task.key("linear", "")] = fitted
             scores, pred = score_task(task, fitted, cfg)

@@ -85,32 +85,49 @@ def fit_tuned(y: np.ndarray, folds: list, groups: np.ndarray | None, classes: in
     """Every outer fold's probe, its value chosen by inner cross-validation where the fit clips hold two or more
     groups (and cfg.tune), else the configured default; then one refit per outer fold at its value. `shared`: the
     work other tasks on the same features `x` have done (decompositions, neighbours), for the torch backend."""
+    return fit_tuned_together(y, [(folds, groups)], classes, x, kind, cfg, backend, shared)[0]
+
+
+def fit_tuned_together(y: np.ndarray, protocols: list[tuple[list, np.ndarray | None]], classes: int | None,
+                       x: np.ndarray, kind: str, cfg, backend: str = "torch",
+                       shared: probe_fits.SharedWork | None = None) -> list[FittedProbe]:
+    """`fit_tuned` for several tasks with the same labels `y` on the same features, each with its own (outer folds,
+    groups): their fits solved in the same batches (e.g. the object probe and every leave-one-sensor-out probe, which
+    all predict the object). Each fit stays its own problem: the answers are each task's alone."""
     regression = classes is None
     _, values = grid(kind, regression, cfg)
-    k_inner = int(cfg.inner_folds) if cfg.tune and groups is not None else 0
-    inner = []  # (outer fold, inner fold, fit clips, scored clips)
-    tuned = []
-    for f, (fit, _) in enumerate(folds):
-        parts = inner_folds(groups[fit], k_inner) if k_inner >= 2 else []
-        tuned.append(bool(parts))
-        inner += [(f, i, fit[a], fit[b]) for i, (a, b) in enumerate(parts)]
+    inner = []  # (outer fold's position over all tasks, inner fold, fit clips, scored clips)
+    outer, tuned = [], []  # per outer fold of every task: its fit clips; whether its fit clips could be tuned
+    for folds, groups in protocols:
+        k_inner = int(cfg.inner_folds) if cfg.tune and groups is not None else 0
+        for fit, _ in folds:
+            parts = inner_folds(groups[fit], k_inner) if k_inner >= 2 else []
+            inner += [(len(outer), i, fit[a], fit[b]) for i, (a, b) in enumerate(parts)]
+            outer.append(fit)
+            tuned.append(bool(parts))
     if shared is not None and shared.x is not x:
         raise ValueError("fit_tuned: `shared` holds the work of other features than `x`")
     shared = shared or probe_fits.SharedWork(x)
     work = _SklearnFits(kind, x, y, classes, cfg) if backend == "sklearn" else _TorchFits(kind, shared, y, classes, cfg)
     preds = work.inner(inner, values) if inner else {}
     chosen, errors = [], []
-    for f in range(len(folds)):
-        if tuned[f]:
-            scored = [(idx, preds[(f, i, g)]) for ff, i, _, idx in inner if ff == f for g in range(len(values))]
+    for o in range(len(outer)):
+        if tuned[o]:
+            scored = [(idx, preds[(o, i, g)]) for oo, i, _, idx in inner if oo == o for g in range(len(values))]
             errors.append(inner_errors(scored, y, regression, len(values)))
             best = min(errors[-1])
             chosen.append(values[next(g for g, e in enumerate(errors[-1]) if e <= best + 1e-12)])  # ties: strongest
         else:
             errors.append([])
             chosen.append(default(kind, regression, cfg))
-    params = work.refit([fit for fit, _ in folds], chosen)
-    return FittedProbe(kind, regression, classes, params, chosen, tuned, errors, shared)
+    params = work.refit(outer, chosen)
+    out, first = [], 0
+    for folds, _ in protocols:
+        mine = slice(first, first + len(folds))
+        first += len(folds)
+        out.append(FittedProbe(kind, regression, classes, params[mine], chosen[mine], tuned[mine], errors[mine],
+                               shared))
+    return out
 
 
 def inner_errors(scored: list, y: np.ndarray, regression: bool, n_values: int) -> list[float]:
