@@ -188,3 +188,22 @@ def test_tasks_with_the_same_labels_fit_together_as_each_alone(classes):
                 assert _mean_abs(a, b) < PROBABILITY_TOLERANCE and flips <= max(1, 0.02 * len(test)), (f, flips)
     oracle = fit_tuned(y, *protocols[1], classes, x, "linear", cfg, "sklearn")
     _same_choices(together[1], oracle, "linear", False, cfg)
+
+
+def test_fits_over_their_own_clips_equal_fits_over_all_clips(monkeypatch):
+    """The two layouts of `logistic_fits` (each fit's own clips gathered, from GATHER_CLASSES classes on and within
+    GATHER_MAX_VALUES; else one product over every clip) solve the same problems: the same choices and predictions."""
+    from physiotouch.evaluation import probe_fits
+
+    x, _, objects = _data(seed=5, n_objects=20, per_object=12, classes=10)
+    y = objects % 10
+    folds = object_folds(objects, np.ones(len(x), bool), 5)
+    cfg = ProbeConfig()
+    gathered = fit_tuned(y, folds, objects, 10, x, "linear", cfg, "torch")
+    monkeypatch.setattr(probe_fits, "GATHER_MAX_VALUES", 0)  # too large to gather: the shared product
+    shared = fit_tuned(y, folds, objects, 10, x, "linear", cfg, "torch")
+    _same_choices(gathered, shared, "linear", False, cfg)
+    for f, (_, test) in enumerate(folds):
+        if gathered.chosen[f] == shared.chosen[f]:
+            a, b = gathered.predict(f, x[test]), shared.predict(f, x[test])
+            assert _mean_abs(a, b) < PROBABILITY_TOLERANCE and (a.argmax(1) != b.argmax(1)).sum() <= 1, f

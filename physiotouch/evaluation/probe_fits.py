@@ -35,6 +35,8 @@ GTOL = 1e-4  # scikit-learn's LogisticRegression tol: its lbfgs stops at this gr
 EXP_FLOOR = -50.0  # e^-50 ~ 2e-22: far from float32's subnormals even after the fits' weights (see f_and_grad)
 GATHER_CLASSES = 8  # from this many classes on, each logistic fit's products run over its own clips only (measured:
 # 24 classes, 1.6x faster on the model's features, 1.4x on raw pixels; 3-5 classes, 2.3x slower on raw pixels)
+GATHER_MAX_VALUES = 2**27  # ... while the gathered copies [fits, clips, features] hold at most this many values (512 MB
+# in float32; the built-in data's largest batch holds ~2e7): a large real data set keeps the shared product
 
 
 # --- linear probes ----------------------------------------------------------------------------------------------
@@ -104,9 +106,9 @@ def logistic_fits(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarr
     # its first clip at weight 0): a fit uses half to four fifths of the clips, and products over all of them with the
     # others weighted 0 cost up to twice the arithmetic. With few classes a product per fit is too thin to run
     # fast (reading P copies of the clips for a few columns each), so all fits share one product over all clips.
-    gathered = classes >= GATHER_CLASSES
+    m = max(len(idx) for idx in fits)
+    gathered = classes >= GATHER_CLASSES and P * m * dim <= GATHER_MAX_VALUES
     if gathered:
-        m = max(len(idx) for idx in fits)
         gather = torch.as_tensor(np.stack([np.concatenate([position[idx], np.full(m - len(idx), position[idx[0]])])
                                            for idx in fits]))
         valid = torch.arange(m)[None, :] < torch.as_tensor([len(idx) for idx in fits])[:, None]
