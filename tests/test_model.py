@@ -68,6 +68,21 @@ def test_per_clip_losses_and_the_objective_have_one_definition(tiny):
     assert torch.equal(tiny.objective(out), out["loss_static"] + out["loss_dynamic"])
 
 
+def test_one_tube_embedding_serves_the_unmasked_features_and_the_masked_pass(tiny):
+    """The evaluation embeds each clip once for its features and its errors (encode_tokens, forward_video's
+    `tokens`): the same values as the two passes alone, and the target forward_video returns is the one it scored."""
+    clips = torch.randn(3, 4, 3, 56, 56)
+    noise = torch.rand(3, 16)
+    with torch.no_grad():
+        tokens = tiny.embed_video(clips)
+        alone, shared = tiny.forward_video(clips, noise), tiny.forward_video(clips, noise, tokens=tokens)
+        assert torch.equal(tiny.encode_tokens(tokens), tiny.encode(clips, "video"))
+        assert torch.equal(tiny.encode_tokens(tiny.embed_image(clips[:, 0])), tiny.encode(clips, "image"))
+    for key in ("loss_static", "loss_recon", "loss_pred", "pred", "mask", "target"):
+        assert torch.equal(alone[key], shared[key]), key
+    assert torch.equal(alone["target"], tiny.targets(clips))
+
+
 def test_norm_pix_targets_are_normalised_per_patch_and_frame():
     cfg = named_model_configs()["tiny"]
     cfg.norm_pix_loss = True

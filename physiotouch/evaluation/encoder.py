@@ -57,11 +57,14 @@ class ClipEncoder(L.LightningModule):
                 clips = perturb(normed, ids, shared)
             else:
                 clips = normalize(perturb(clean, ids, shared))
-            values = {"x": self.model.encode(clips, "video")}
-            if self.errors:
-                out_video = self.model.forward_video(clips, masks, mask_ratio=self.mask_ratio)
-                values.update(per_clip_objective(self.model, clips, out_video) if self.errors == "objective" else
-                              per_clip_errors(self.model, clips, out_video))
+            if not self.errors:
+                values = {"x": self.model.encode(clips, "video")}
+            else:  # the unmasked features and the masked pass from one tube embedding
+                tokens = self.model.embed_video(clips)
+                values = {"x": self.model.encode_tokens(tokens)}
+                out_video = self.model.forward_video(clips, masks, mask_ratio=self.mask_ratio, tokens=tokens)
+                values.update(per_clip_objective(self.model, out_video) if self.errors == "objective" else
+                              per_clip_errors(self.model, out_video))
             out[_label(perturb)] = {**{k: v.float().cpu().numpy() for k, v in values.items()}, **labels}
         return out
 

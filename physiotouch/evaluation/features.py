@@ -16,7 +16,7 @@ from physiotouch.models import TactileVideoMAE
 ERRORS = ("static", "recon", "pred", "copy_frame3")  # the per-clip errors the reports show per object and sensor
 
 
-def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> dict[str, torch.Tensor]:
+def per_clip_errors(model: TactileVideoMAE, out: dict) -> dict[str, torch.Tensor]:
     """Per clip: the model's errors on exactly the patches each loss scores, and two baselines on the same patches.
 
     - copy last visible frame: frame 3 as the guess of frame 4 (`copy_frame3`, the shortcut the roadmap warns of).
@@ -28,7 +28,7 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
       masked one guessed as their mean (`copy_visible_frame3`). `copy_frame3` uses all 16 patches of frame 3,
       more than the model sees: a reference, not a fair control.
     """
-    target = model.targets(clips)  # [B, L, 4, V]
+    target = out["target"]  # [B, L, 4, V], as the pass `out` (forward_video) scored it
     losses = model.per_clip_losses(target, out["pred"], out["mask"])
     m = out["mask"]
     masked = lambda e: (e * m).sum(1) / m.sum(1)  # noqa: E731 - [B, L] -> [B]
@@ -50,10 +50,10 @@ def per_clip_errors(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> d
             "mean_pred": mean_pred, "copy_own_frame3": own, "copy_visible_frame3": copy_visible}
 
 
-def per_clip_objective(model: TactileVideoMAE, clips: torch.Tensor, out: dict) -> dict[str, torch.Tensor]:
+def per_clip_objective(model: TactileVideoMAE, out: dict) -> dict[str, torch.Tensor]:
     """Per clip: the model's objective alone, as `per_clip_errors` gives it (the robustness sweep reports nothing else
     under a perturbation)."""
-    return {"objective": model.objective(model.per_clip_losses(model.targets(clips), out["pred"], out["mask"]))}
+    return {"objective": model.objective(model.per_clip_losses(out["target"], out["pred"], out["mask"]))}
 
 
 @torch.no_grad()

@@ -205,14 +205,18 @@ class TactileVideoMAE(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------
     # the three passes
-    def forward_video(self, clips: torch.Tensor, noise: torch.Tensor | None = None, mask_ratio: float | None = None):
-        """Joint / dynamic pass. clips [B, 4, C, H, W] -> losses, pred [B, L, 4, V], mask [B, L]."""
+    def forward_video(self, clips: torch.Tensor, noise: torch.Tensor | None = None, mask_ratio: float | None = None,
+                      tokens: torch.Tensor | None = None):
+        """Joint / dynamic pass. clips [B, 4, C, H, W] -> losses, pred [B, L, 4, V], mask [B, L], target [B, L, 4, V].
+        `tokens`: the clips' `embed_video`, when the caller has it already (the evaluation also encodes them
+        unmasked); the target is returned for per-clip errors (evaluation/features.py)."""
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
-        latent, mask, ids_restore = self.forward_encoder(self.embed_video(clips), ratio, noise)
+        tokens = self.embed_video(clips) if tokens is None else tokens
+        latent, mask, ids_restore = self.forward_encoder(tokens, ratio, noise)
         pred = self.forward_decoder(latent, ids_restore, self.head_video)
         pred = pred.reshape(pred.shape[0], pred.shape[1], NUM_FRAMES, -1)  # [B, L, 4, V]
-        losses = self.forward_loss(self.targets(clips), pred, mask)
-        return {**losses, "pred": pred, "mask": mask}
+        target = self.targets(clips)
+        return {**self.forward_loss(target, pred, mask), "pred": pred, "mask": mask, "target": target}
 
     def forward_image(self, clips: torch.Tensor, noise: torch.Tensor | None = None, mask_ratio: float | None = None):
         """Static pass of the alternating mode: the image path on frame 1. -> loss_static, pred [B, L, V], mask."""
@@ -243,7 +247,10 @@ class TactileVideoMAE(nn.Module):
     # features for downstream use
     def encode(self, clips: torch.Tensor, path: str = "video") -> torch.Tensor:
         """Unmasked encoding -> projected class token after CLIP's post-layernorm, [B, P]."""
-        tokens = self.embed_video(clips) if path == "video" else self.embed_image(clips[:, 0])
+        return self.encode_tokens(self.embed_video(clips) if path == "video" else self.embed_image(clips[:, 0]))
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`encode` from the path's patch tokens [B, L, D] (embed_video or embed_image) -> [B, P]."""
         x = torch.cat([self.encoder.class_token(tokens.shape[0]).to(tokens.dtype), tokens], dim=1)
         x = self.encoder(x)
         return self.projection(self.encoder.post_layernorm(x[:, 0]))
