@@ -57,7 +57,7 @@ class ClipEncoder(L.LightningModule):
                 clips = perturb(normed, ids, shared)
             else:
                 clips = normalize(perturb(clean, ids, shared))
-            if not self.errors:
+            if not self.errors:  # `encode` alone: the controls' stand-ins (controls.RawPixels) have nothing else
                 values = {"x": self.model.encode(clips, "video")}
             else:  # the unmasked features and the masked pass from one tube embedding
                 tokens = self.model.embed_video(clips)
