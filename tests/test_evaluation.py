@@ -101,6 +101,15 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
         ("brightness", .8), ("brightness", 1.2)]
     assert all("drop:val/probe_sensor_accuracy" in r for r in rows[1:])
     assert (out / "csv" / "metrics.csv").is_file()  # the same numbers, to the loggers
+    # issue 24: each phase's seconds in timings.json, and the report's last line says them
+    timings = json.loads((out / "timings.json").read_text())
+    phases = {"encode", "probes model", "plots", "robustness", "verdicts", "report", "control majority",
+              *(f"control {name}" for name in ("raw_pixels", "pixel_change", "untrained", "contact_features"))}
+    assert set(timings) == phases | {"total"} and all(v >= 0 for v in timings.values())
+    # the probes and pictures ran beside the encodings (utils/threads.py): the total is the wall clock, not the sum
+    assert timings["total"] <= sum(v for k, v in timings.items() if k != "total") + 1.0
+    last = (out / "report.md").read_text().strip().splitlines()[-1]
+    assert last.startswith("Time per phase: encode ") and "probes model" in last and " total " in last
 
 
 @pytest.mark.slow
@@ -287,3 +296,32 @@ def test_real_data_without_labels_says_what_it_cannot_run_and_gives_no_verdict(t
     assert verdicts and set(verdicts) == {"insufficient data"}
     report = (tmp_path / "eval" / "report.md").read_text()
     assert report.index("Probes that could not run here") < report.index("## Probes on frozen features")
+
+
+@pytest.mark.slow
+def test_probes_and_pictures_beside_the_encodings_give_the_serial_results(trained_run, tmp_path):
+    """The evaluation fits the model's probes and draws its pictures in a second thread while it encodes
+    (utils/threads.py); with one thread to share it runs them one after the other. Both give the same numbers (the
+    probes run on one torch thread either way; the encodings' sums may differ in the last float bits with the
+    thread count), the same choices and the same verdicts."""
+    before = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out = tmp_path / f"threads{threads}"
+            _eval(trained_run, out, "eval.probe_cache=false")
+            results[threads] = {name: json.loads((out / name).read_text())
+                                for name in ("metrics.json", "probe_choices.json", "robustness.json")}
+    finally:
+        torch.set_num_threads(before)
+    serial, beside = (results[n]["metrics.json"] for n in (1, 2))
+    assert serial.keys() == beside.keys()
+    for key, value in serial.items():
+        if isinstance(value, float):
+            assert beside[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    verdicts = {n: {key: {name: c["verdict"] for name, c in row.items() if isinstance(c, dict)}
+                    for key, row in results[n]["metrics.json"]["controls"].items()} for n in (1, 2)}
+    assert verdicts[1] == verdicts[2]
+    assert results[1]["probe_choices.json"] == results[2]["probe_choices.json"]
+    assert len(results[1]["robustness.json"]) == len(results[2]["robustness.json"])

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import sys
 from collections import Counter
+from contextlib import ExitStack
 
 import lightning as L
 import numpy as np
@@ -25,6 +24,7 @@ from physiotouch.data.datamodule import ClipDataset
 from physiotouch.models import TactileVideoMAE
 from physiotouch.models.mae import NUM_INPUT_FRAMES
 from physiotouch.utils.devices import auto_precision, uses_cuda
+from physiotouch.utils.progress import progress_row
 
 PASSES: Counter = Counter()  # (split name, perturbation name) -> passes, for tests and logs
 
@@ -78,14 +78,35 @@ def resolve_device(device: str) -> tuple[str, str]:
     return ("gpu" if uses_cuda(device) else "cpu"), auto_precision(device)
 
 
+class _EncodeProgress(L.Callback):
+    """The encoding's progress as a row of physiotouch's progress display (utils/progress.py) rather than Lightning's
+    own bar: the evaluation encodes while its second thread fits probes and shows their rows in the same display."""
+
+    def __init__(self) -> None:
+        self.description = "encoding"
+        self._rows = ExitStack()
+        self._advance = None
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._advance = self._rows.enter_context(progress_row(self.description, int(sum(trainer.num_predict_batches))))
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._advance()
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._rows.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._rows.close()
+
+
 @functools.cache
 def _trainer(accelerator: str, precision: str) -> L.Trainer:
     """One predict Trainer per device and precision, reused by every pass (setting one up costs more than a small
     split's encoding)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no banner per pass
-    show = sys.stderr.isatty() or os.environ.get("PHYSIOTOUCH_PROGRESS") == "1"
     return L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, enable_checkpointing=False,
-                     enable_model_summary=False, enable_progress_bar=show)
+                     enable_model_summary=False, enable_progress_bar=False, callbacks=[_EncodeProgress()])
 
 
 @torch.no_grad()
@@ -112,8 +133,10 @@ def encode_each(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: in
         return {_label(p): {"x": np.zeros((0, 0), np.float32), "index": np.zeros(0, np.int64)} for p in perturbations}
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=accelerator == "gpu")
     model.eval()
-    parts = _trainer(accelerator, precision or device_precision).predict(
-        ClipEncoder(model, mask_ratio, errors, perturbations), dataloaders=loader)
+    trainer = _trainer(accelerator, precision or device_precision)
+    next(c for c in trainer.callbacks if isinstance(c, _EncodeProgress)).description = (
+        f"encoding {name}" + (f" ({n} perturbations)" if (n := sum(p is not None for p in perturbations)) else ""))
+    parts = trainer.predict(ClipEncoder(model, mask_ratio, errors, perturbations), dataloaders=loader)
     model.cpu()
     base = ds.dataset if isinstance(ds, Subset) else ds  # a Subset's items carry the base dataset's index
     out = {}

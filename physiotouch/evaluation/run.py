@@ -12,6 +12,7 @@ import numpy as np
 
 from physiotouch.run_folder import RunDir
 from physiotouch.utils.progress import progress
+from physiotouch.utils.threads import beside
 from physiotouch.utils.timing import PhaseTimer
 
 from . import plots
@@ -58,23 +59,26 @@ def reconstruction_metrics(val: dict) -> tuple[dict[str, float], dict]:
     return m, groups
 
 
-def robustness(model, datasets: dict, clean: dict, tasks: list[Task], cfg: EvalConfig, pcfg: ProbeConfig,
-               fitted: dict) -> list[dict]:
-    """The model's linear probes, fit once on the clean features (`fitted`, by probe key), tested on each
-    perturbation's features (each split read once and encoded under every (perturbation, strength); validation with
-    its errors)."""
-    x_clean = pool(clean)["x"]
-    rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, x_clean, tasks, pcfg, fitted)}]
+def robustness_encodings(model, datasets: dict, cfg: EvalConfig) -> tuple[list, dict]:
+    """Each split read once and encoded under every (perturbation, strength) of the sweep; validation with its
+    reconstruction objective (not the baselines beside it: the sweep reports the objective alone, and the baselines
+    cost a third of the pass). -> (perturbations, {split: {perturbation label: features}})."""
     perturbations = [make_perturbation(kind, float(strength))
                      for kind, strengths in cfg.robustness.get("strengths", DEFAULT_STRENGTHS).items()
                      for strength in strengths]
     if not perturbations:
-        return rows
-    # validation's reconstruction objective under each perturbation (not the baselines beside it: the sweep reports
-    # the objective alone, and the baselines cost a third of the pass)
-    encoded = {s: encode_each(model, datasets[s], cfg.batch_size, cfg.mask_ratio, perturbations,
-                              errors="objective" if s == "val" else False, device=cfg.device, limit=cfg.max_clips,
-                              name=s) for s in ("train", "val")}
+        return [], {}
+    return perturbations, {s: encode_each(model, datasets[s], cfg.batch_size, cfg.mask_ratio, perturbations,
+                                          errors="objective" if s == "val" else False, device=cfg.device,
+                                          limit=cfg.max_clips, name=s) for s in ("train", "val")}
+
+
+def robustness(clean: dict, perturbations: list, encoded: dict, tasks: list[Task], pcfg: ProbeConfig,
+               fitted: dict) -> list[dict]:
+    """The model's linear probes, fit once on the clean features (`fitted`, by probe key), tested on each
+    perturbation's features (`robustness_encodings`)."""
+    x_clean = pool(clean)["x"]
+    rows = [{"perturbation": "clean", "strength": 0.0, **_robust_metrics(clean, x_clean, tasks, pcfg, fitted)}]
     for perturb in perturbations:
         feats = {s: encoded[s][perturb.label] for s in ("train", "val")}
         rows.append({"perturbation": perturb.kind, "strength": perturb.strength,
@@ -113,37 +117,50 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     tasks = build_tasks(pooled, vocab, targets, pcfg)
     not_run += missing_probes(tasks, targets, pooled)
     (out / "probe_splits.json").write_text(json.dumps(probe_splits(tasks, pooled["folder"]), indent=1))
+    recon, groups = reconstruction_metrics(feats["val"])
+    examples = _examples(model, datasets["val"], feats["val"], cfg)  # the model's passes stay in this thread
     fitted, preds = {}, {}
-    with timer.phase("probes model"):
-        metrics, curves, choices = run_probes(tasks, pooled["x"], pcfg, fitted_linear=fitted, predictions=preds)
+
+    def probes_and_pictures() -> tuple[dict, dict, list[Path]]:
+        with timer.phase("probes model"):
+            metrics, curves, choices = run_probes(tasks, pooled["x"], pcfg, fitted_linear=fitted, predictions=preds)
+        with timer.phase("plots"):
+            pictures = _pictures(model, examples, curves, groups, recon, pcfg, out)
+        return metrics, choices, pictures
+
+    # The model's probe fits and pictures (small operations, one core) run in a second thread while this one
+    # encodes (large operations, the other cores): the controls' pixel and untrained passes, then the robustness
+    # sweep's. The results are the same as one after the other.
+    cache = (ProbeCache(Path(cfg.probe_cache_dir or Path(datamodule.cache_dir) / "probes")) if cfg.probe_cache
+             else None)
+    robust = cfg.robustness.get("enabled", True)
+    with beside(probes_and_pictures) as model_side:
+        control_values, control_choices, control_preds = control_metrics(
+            model, datasets, tasks, pcfg, cfg.batch_size, cfg.device, cfg.max_clips, datamodule.seed, timer,
+            cache=cache)
+        if robust:
+            with timer.phase("robustness"):
+                perturbations, encoded = robustness_encodings(model, datasets, cfg)
+    metrics, choices, pictures = model_side()
     loso = [v for k, v in metrics.items() if k.startswith("val/loso_") and k.endswith("_object_accuracy")]
     if loso:
         metrics["val/loso_mean_object_accuracy"] = float(np.mean(loso))
         if "val/probe_object_accuracy" in metrics:  # the roadmap's LoSO drop (in points)
             metrics["val/loso_drop_points"] = 100 * (metrics["val/probe_object_accuracy"] - float(np.mean(loso)))
-    recon, groups = reconstruction_metrics(feats["val"])
     metrics.update(recon)
-    cache = (ProbeCache(Path(cfg.probe_cache_dir or Path(datamodule.cache_dir) / "probes")) if cfg.probe_cache
-             else None)
-    control_values, control_choices, control_preds = control_metrics(model, datasets, tasks, pcfg, cfg.batch_size,
-                                                                     cfg.device, cfg.max_clips, datamodule.seed, timer,
-                                                                     cache=cache)
     with timer.phase("verdicts"):
         controls = {**controls_for(metrics, control_values, tasks, preds, control_preds, pooled["object"],
                                    pcfg.ece_bins), **reconstruction_controls(feats["val"])}
     (out / "probe_choices.json").write_text(json.dumps({"model": choices, **control_choices}, indent=1))
 
-    with timer.phase("plots"):
-        pictures = _pictures(model, datasets, feats, curves, groups, metrics, cfg, pcfg, out)
-
     rows = []
-    if cfg.robustness.get("enabled", True):
+    if robust:
         with timer.phase("robustness"):
-            rows = robustness(model, datasets, feats, tasks, cfg, pcfg, fitted)
-        for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
-                       "val/probe_motion_accuracy", "val/probe_peak_depth_r2"):
-            if len(rows) > 1 and all(metric in r for r in rows):  # (no perturbation asked for: nothing to draw)
-                pictures.append(plots.robustness_plot(rows, metric, out))
+            rows = robustness(feats, perturbations, encoded, tasks, pcfg, fitted)
+            for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
+                           "val/probe_motion_accuracy", "val/probe_peak_depth_r2"):
+                if len(rows) > 1 and all(metric in r for r in rows):  # (no perturbation asked for: nothing to draw)
+                    pictures.append(plots.robustness_plot(rows, metric, out))
         for r in rows[1:]:
             for k, v in r.items():
                 if k.startswith("drop:"):
@@ -153,7 +170,7 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     (out / "robustness.json").write_text(json.dumps(rows, indent=1))
     with timer.phase("report"):
         write_report(out, metrics, groups, rows, pictures, datamodule.record, controls, not_run)
-    (out / RunDir.EVAL_TIMINGS).write_text(json.dumps({**timer.seconds, "total": sum(timer.seconds.values())},
+    (out / RunDir.EVAL_TIMINGS).write_text(json.dumps({**timer.seconds, "total": timer.elapsed()},
                                                       indent=1))
     cached = f" (controls read from the probe cache: {', '.join(cache.hits)})" if cache and cache.hits else ""
     with (out / "report.md").open("a") as fh:
@@ -173,8 +190,24 @@ def missing_probes(tasks: list[Task], targets: dict, pooled: dict) -> list[str]:
     return why
 
 
-def _pictures(model, datasets: dict, feats: dict, curves: dict, groups: dict, metrics: dict, cfg: EvalConfig,
-              pcfg: ProbeConfig, out: Path) -> list[Path]:
+def _examples(model, val_ds, val: dict, cfg: EvalConfig) -> list[tuple[str, dict, list[str], str]]:
+    """The worst and the typical (median objective) validation clips, with the model's outputs on them:
+    (title, outputs, captions, file name) per panel."""
+    order = np.argsort(_objective(val))
+    n = min(cfg.examples, len(order))
+    mid = len(order) // 2
+    panels = []
+    for title, picked, name in (("Worst validation clips", order[::-1][:n], "examples_worst.png"),
+                                ("Typical validation clips (median objective)", order[max(0, mid - n // 2):][:n],
+                                 "examples_typical.png")):
+        ex = example_outputs(model, val_ds, [int(val["index"][i]) for i in picked], cfg.mask_ratio, cfg.device)
+        captions = [f"{val['folder'][i]}\nt={val['t'][i]} obj={_objective(val)[i]:.3f}" for i in picked]
+        panels.append((title, ex, captions, name))
+    return panels
+
+
+def _pictures(model, examples: list, curves: dict, groups: dict, recon: dict, pcfg: ProbeConfig, out: Path
+              ) -> list[Path]:
     """Confusion, PR/ROC and reliability per probe; losses per object, sensor and frame; example clips."""
     pictures = []
     for task, curve in progress(curves.items(), len(curves), "pictures"):
@@ -184,18 +217,9 @@ def _pictures(model, datasets: dict, feats: dict, curves: dict, groups: dict, me
                                      out))
     pictures.append(plots.group_bars(groups["sensor_name"], "Validation losses per sensor", "losses_by_sensor.png",
                                      out))
-    pictures.append(plots.frame_bars([metrics[f"val/recon_frame{i}"] for i in range(1, 5)],
-                                     metrics["val/recon_copy_frame3"], out))
-    val = feats["val"]
-    order = np.argsort(_objective(val))
-    n = min(cfg.examples, len(order))
-    mid = len(order) // 2
-    for title, picked, name in (("Worst validation clips", order[::-1][:n], "examples_worst.png"),
-                                ("Typical validation clips (median objective)", order[max(0, mid - n // 2):][:n],
-                                 "examples_typical.png")):
-        ex = example_outputs(model, datasets["val"], [int(val["index"][i]) for i in picked], cfg.mask_ratio,
-                             cfg.device)
-        captions = [f"{val['folder'][i]}\nt={val['t'][i]} obj={_objective(val)[i]:.3f}" for i in picked]
+    pictures.append(plots.frame_bars([recon[f"val/recon_frame{i}"] for i in range(1, 5)],
+                                     recon["val/recon_copy_frame3"], out))
+    for title, ex, captions, name in examples:
         pictures.append(plots.example_panel(model, ex, captions, title, name, out))
     return pictures
 

@@ -1,5 +1,6 @@
 """Seconds per phase of a long command (the evaluation: encode, probes, each control, robustness, plots), kept in
-the order the phases ran, for `timings.json` and the one line a report ends with."""
+the order the phases ran, for `timings.json` and the one line a report ends with. Phases may run side by side (the
+evaluation's second thread, utils/threads.py): the total is the wall clock since the timer started, not their sum."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Iterator
 class PhaseTimer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -20,7 +22,11 @@ class PhaseTimer:
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
     def line(self) -> str:
-        """'encode 1.9 s · probes 2.7 s · ... · total 24.1 s'."""
+        """'encode 1.9 s · probes 2.7 s · ... · total 24.1 s' (the total: wall clock)."""
         parts = [f"{name} {sec:.1f} s" for name, sec in self.seconds.items()]
-        return " · ".join([*parts, f"total {sum(self.seconds.values()):.1f} s"])
+        overlap = " (wall clock; phases ran side by side)" if sum(self.seconds.values()) > self.elapsed() else ""
+        return " · ".join([*parts, f"total {self.elapsed():.1f} s{overlap}"])
