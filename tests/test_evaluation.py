@@ -103,7 +103,8 @@ def test_evaluation_end_to_end_with_an_unreadable_test_split(trained_run, tmp_pa
     assert (out / "csv" / "metrics.csv").is_file()  # the same numbers, to the loggers
     # issue 24: each phase's seconds in timings.json, and the report's last line says them
     timings = json.loads((out / "timings.json").read_text())
-    phases = {"encode", "probes model", "plots", "robustness", "verdicts", "report", "control majority",
+    phases = {"encode", "encode controls", "probes model", "plots", "robustness", "verdicts", "report",
+              "control majority",
               *(f"control {name}" for name in ("raw_pixels", "pixel_change", "untrained", "contact_features"))}
     assert set(timings) == phases | {"total"} and all(v >= 0 for v in timings.values())
     # the probes and pictures ran beside the encodings (utils/threads.py): the total is the wall clock, not the sum

@@ -81,3 +81,11 @@ def test_bars_of_two_threads_are_rows_of_one_display(monkeypatch, capsys):
     assert progress_module._display == {"bar": None, "rows": 0}  # closed once both ended
     err = capsys.readouterr().err
     assert "probes (model)" in err and "encoding train" in err
+
+
+def test_one_thread_for_the_block_then_as_before(two_threads):
+    from physiotouch.utils.threads import one_thread
+
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2

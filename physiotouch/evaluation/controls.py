@@ -15,6 +15,8 @@ only where it is `better` than the controls, with an interval that excludes zero
 
 from __future__ import annotations
 
+import queue
+
 import numpy as np
 import torch
 from torch import nn
@@ -86,44 +88,78 @@ def majority_metrics(tasks: list[Task], pcfg: ProbeConfig, preds: dict | None = 
             for k, v in task_metrics(task, preds[task.key(kind, "")], pcfg).items()}
 
 
+def control_features(model: TactileVideoMAE, datasets: dict, batch_size: int, device: str, limit: int | None,
+                     seed: int, splits: tuple[str, str] = ("train", "val")) -> dict[str, np.ndarray]:
+    """Each control's features on exactly the model's clips (`splits` of `datasets`, pooled in that order, as the
+    model's were), from two passes: the pixel pass (raw pixels, their changes, the contact features) and an
+    untrained network of the same shape (seeded)."""
+    torch.manual_seed(seed)
+    fresh = TactileVideoMAE(model.cfg)
+    out = {}
+    for name, network in (("raw_pixels", RawPixels(contact=True)), ("untrained", fresh)):
+        encoded = pool({s: encode(network, datasets[s], batch_size, 0.75, errors=False, device=device, limit=limit,
+                                  name=f"{s}:{name}") for s in splits}, splits)
+        if name == "raw_pixels":
+            out["raw_pixels"], out["contact_features"] = pixel_pass_features(encoded)
+            out["pixel_change"] = pixel_change(out["raw_pixels"])
+        else:
+            out[name] = encoded["x"]
+    return {name: out[name] for name in CONTROLS if name in out}
+
+
+def fit_controls(pending: queue.SimpleQueue, features: dict[str, np.ndarray], tasks: list[Task], pcfg: ProbeConfig,
+                 cache: ProbeCache | None, timer: PhaseTimer, results: dict) -> None:
+    """Fits the probes of the controls named in `pending` until none is left (or reads them from `cache`), into
+    `results` {control: (metrics, choices, predictions)}. Two threads may empty the same queue (evaluation/run.py)."""
+    while True:
+        try:
+            name = pending.get_nowait()
+        except queue.Empty:
+            return
+        with timer.phase(f"control {name}"):
+            entry, hit = cache.lookup(name, features[name], tasks, pcfg) if cache else (None, None)
+            if hit is None:
+                preds: dict = {}
+                metrics, _, choices = run_probes(tasks, features[name], pcfg, name, predictions=preds)
+                hit = metrics, choices, preds
+                if cache:
+                    cache.store(entry, *hit)
+            results[name] = hit
+
+
+def queued(names) -> queue.SimpleQueue:
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for name in names:
+        pending.put(name)
+    return pending
+
+
+def control_results(fitted: dict, tasks: list[Task], pcfg: ProbeConfig
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict[str, dict]]:
+    """`fit_controls`' results and the majority class -> ({control: flat probe metrics}, {control: the
+    regularisation each probe chose}, {control: each probe's predictions}), in CONTROLS' order."""
+    out = {name: fitted[name][0] for name in CONTROLS if name in fitted}
+    choices = {name: fitted[name][1] for name in CONTROLS if name in fitted}
+    preds = {name: fitted[name][2] for name in CONTROLS if name in fitted}
+    preds["majority"] = majority_predictions(tasks)
+    out["majority"] = majority_metrics(tasks, pcfg, preds["majority"])
+    return out, choices, preds
+
+
 def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], pcfg: ProbeConfig,
                     batch_size: int, device: str, limit: int | None, seed: int, timer: PhaseTimer | None = None,
                     splits: tuple[str, str] = ("train", "val"), cache: ProbeCache | None = None
                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict[str, dict]]:
-    """-> ({control: flat probe metrics}, {control: the regularisation each probe chose}, {control: each probe's
-    predictions}), each control's probes fitted and tested on exactly the model's clips (`splits` of `datasets`,
-    pooled in that order, as the model's were); `timer` times each control (its encoding and its probes); `cache`:
-    where a control's probe results are read back from when its features and tasks are the same (probe_cache.py)."""
+    """Every control's probes, one after the other: `control_features`, `fit_controls`, `control_results`.
+    `timer` times the controls' passes and each control's probes; `cache`: where a control's probe results are read
+    back from when its features and tasks are the same (probe_cache.py)."""
     timer = timer or PhaseTimer()
-    torch.manual_seed(seed)
-    fresh = TactileVideoMAE(model.cfg)
-    out, choices, preds = {}, {}, {}
-
-    def probe(name: str, x: np.ndarray) -> None:
-        entry, hit = cache.lookup(name, x, tasks, pcfg) if cache else (None, None)
-        if hit is not None:
-            out[name], choices[name], preds[name] = hit
-            return
-        preds[name] = {}
-        out[name], _, choices[name] = run_probes(tasks, x, pcfg, name, predictions=preds[name])
-        if cache:
-            cache.store(entry, out[name], choices[name], preds[name])
-
-    for name, network in (("raw_pixels", RawPixels(contact=True)), ("untrained", fresh)):
-        with timer.phase(f"control {name}"):
-            encoded = pool({s: encode(network, datasets[s], batch_size, 0.75, errors=False, device=device,
-                                      limit=limit, name=f"{s}:{name}") for s in splits}, splits)
-            x, contact = pixel_pass_features(encoded) if name == "raw_pixels" else (encoded["x"], None)
-            probe(name, x)
-        if name == "raw_pixels":  # from the same pass: the pooled frames' changes, and the contact features
-            with timer.phase("control pixel_change"):
-                probe("pixel_change", pixel_change(x))
-            with timer.phase("control contact_features"):
-                probe("contact_features", contact)
+    with timer.phase("encode controls"):
+        features = control_features(model, datasets, batch_size, device, limit, seed, splits)
+    fitted: dict = {}
+    fit_controls(queued(features), features, tasks, pcfg, cache, timer, fitted)
     with timer.phase("control majority"):
-        preds["majority"] = majority_predictions(tasks)
-        out["majority"] = majority_metrics(tasks, pcfg, preds["majority"])
-    return out, choices, preds
+        return control_results(fitted, tasks, pcfg)
 
 
 def controls_for(metrics: dict[str, float], controls: dict[str, dict[str, float]], tasks: list[Task],

@@ -16,7 +16,7 @@ from physiotouch.utils.threads import beside
 from physiotouch.utils.timing import PhaseTimer
 
 from . import plots
-from .controls import control_metrics, controls_for
+from .controls import control_features, control_results, controls_for, fit_controls, queued
 from .encoder import encode, encode_each
 from .features import ERRORS, example_outputs
 from .probe_cache import ProbeCache
@@ -121,26 +121,30 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     examples = _examples(model, datasets["val"], feats["val"], cfg)  # the model's passes stay in this thread
     fitted, preds = {}, {}
 
+    cache = (ProbeCache(Path(cfg.probe_cache_dir or Path(datamodule.cache_dir) / "probes")) if cfg.probe_cache
+             else None)
+    with timer.phase("encode controls"):
+        control_x = control_features(model, datasets, cfg.batch_size, cfg.device, cfg.max_clips, datamodule.seed)
+    pending, fitted_controls = queued(control_x), {}
+
     def probes_and_pictures() -> tuple[dict, dict, list[Path]]:
         with timer.phase("probes model"):
             metrics, curves, choices = run_probes(tasks, pooled["x"], pcfg, fitted_linear=fitted, predictions=preds)
         with timer.phase("plots"):
             pictures = _pictures(model, examples, curves, groups, recon, pcfg, out)
+        fit_controls(pending, control_x, tasks, pcfg, cache, timer, fitted_controls)
         return metrics, choices, pictures
 
-    # The model's probe fits and pictures (small operations, one core) run in a second thread while this one
-    # encodes (large operations, the other cores): the controls' pixel and untrained passes, then the robustness
-    # sweep's. The results are the same as one after the other.
-    cache = (ProbeCache(Path(cfg.probe_cache_dir or Path(datamodule.cache_dir) / "probes")) if cfg.probe_cache
-             else None)
+    # The probe fits and pictures (small operations: one core runs them as fast as two) go to a second thread while
+    # this one runs the robustness sweep's encodings (large operations) on the other cores; then both fit the
+    # controls' probes still to fit (most of a first evaluation on a data set; read from the cache afterwards). The
+    # results are the same as one after the other: every probe is fit on one thread (probes.run_probes).
     robust = cfg.robustness.get("enabled", True)
     with beside(probes_and_pictures) as model_side:
-        control_values, control_choices, control_preds = control_metrics(
-            model, datasets, tasks, pcfg, cfg.batch_size, cfg.device, cfg.max_clips, datamodule.seed, timer,
-            cache=cache)
         if robust:
             with timer.phase("robustness"):
                 perturbations, encoded = robustness_encodings(model, datasets, cfg)
+        fit_controls(pending, control_x, tasks, pcfg, cache, timer, fitted_controls)
     metrics, choices, pictures = model_side()
     loso = [v for k, v in metrics.items() if k.startswith("val/loso_") and k.endswith("_object_accuracy")]
     if loso:
@@ -148,6 +152,8 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
         if "val/probe_object_accuracy" in metrics:  # the roadmap's LoSO drop (in points)
             metrics["val/loso_drop_points"] = 100 * (metrics["val/probe_object_accuracy"] - float(np.mean(loso)))
     metrics.update(recon)
+    with timer.phase("control majority"):
+        control_values, control_choices, control_preds = control_results(fitted_controls, tasks, pcfg)
     with timer.phase("verdicts"):
         controls = {**controls_for(metrics, control_values, tasks, preds, control_preds, pooled["object"],
                                    pcfg.ece_bins), **reconstruction_controls(feats["val"])}
@@ -172,7 +178,8 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
         write_report(out, metrics, groups, rows, pictures, datamodule.record, controls, not_run)
     (out / RunDir.EVAL_TIMINGS).write_text(json.dumps({**timer.seconds, "total": timer.elapsed()},
                                                       indent=1))
-    cached = f" (controls read from the probe cache: {', '.join(cache.hits)})" if cache and cache.hits else ""
+    hits = [name for name in control_x if cache and name in cache.hits]
+    cached = f" (controls read from the probe cache: {', '.join(hits)})" if hits else ""
     with (out / "report.md").open("a") as fh:
         fh.write(f"\nTime per phase: {timer.line()}{cached}\n")
     return metrics

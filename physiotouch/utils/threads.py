@@ -31,3 +31,14 @@ def beside(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
             yield future.result
         finally:
             torch.set_num_threads(threads)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread in the calling thread for the block (then as before)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
