@@ -89,3 +89,19 @@ def test_one_thread_for_the_block_then_as_before(two_threads):
     with one_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
+
+
+def test_an_error_in_the_block_is_raised_without_waiting_for_the_work(two_threads):
+    release, finished = threading.Event(), threading.Event()
+
+    def work():
+        release.wait(timeout=30)
+        finished.set()
+
+    with pytest.raises(RuntimeError, match="encoding failed"):
+        with beside(work):
+            raise RuntimeError("encoding failed")
+    assert not finished.is_set()  # raised while the second thread still worked
+    assert torch.get_num_threads() == 2
+    release.set()
+    assert finished.wait(timeout=10)

@@ -134,6 +134,15 @@ def queued(names) -> queue.SimpleQueue:
     return pending
 
 
+def discard(pending: queue.SimpleQueue) -> None:
+    """Empties `pending`: the controls not yet being fitted will not be."""
+    while True:
+        try:
+            pending.get_nowait()
+        except queue.Empty:
+            return
+
+
 def control_results(fitted: dict, tasks: list[Task], pcfg: ProbeConfig
                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict[str, dict]]:
     """`fit_controls`' results and the majority class -> ({control: flat probe metrics}, {control: the

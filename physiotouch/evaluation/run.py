@@ -16,7 +16,7 @@ from physiotouch.utils.threads import beside
 from physiotouch.utils.timing import PhaseTimer
 
 from . import plots
-from .controls import control_features, control_results, controls_for, fit_controls, queued
+from .controls import control_features, control_results, controls_for, discard, fit_controls, queued
 from .encoder import encode, encode_each
 from .features import ERRORS, example_outputs
 from .probe_cache import ProbeCache
@@ -141,10 +141,14 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     # results are the same as one after the other: every probe is fit on one thread (probes.run_probes).
     robust = cfg.robustness.get("enabled", True)
     with beside(probes_and_pictures) as model_side:
-        if robust:
-            with timer.phase("robustness"):
-                perturbations, encoded = robustness_encodings(model, datasets, cfg)
-        fit_controls(pending, control_x, tasks, pcfg, cache, timer, fitted_controls)
+        try:
+            if robust:
+                with timer.phase("robustness"):
+                    perturbations, encoded = robustness_encodings(model, datasets, cfg)
+            fit_controls(pending, control_x, tasks, pcfg, cache, timer, fitted_controls)
+        except BaseException:
+            discard(pending)  # the second thread stops after the fit it is in
+            raise
     metrics, choices, pictures = model_side()
     loso = [v for k, v in metrics.items() if k.startswith("val/loso_") and k.endswith("_object_accuracy")]
     if loso:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
@@ -13,24 +13,43 @@ T = TypeVar("T")
 
 @contextmanager
 def beside(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
-    """Runs `work` in a second thread while the caller's block runs -> its result() (which re-raises its error).
-    `work` computes with one torch thread and the caller with the others (torch's thread count is per calling
-    thread): `work` should be made of small operations that one core runs as fast as two (the evaluation's probe
-    fits and pictures), the caller's of large ones. Three threads on two cores would make both slower than one
+    """Runs `work` in a second thread while the caller's block runs -> its result() (which waits for it and re-raises
+    its error). `work` computes with one torch thread and the caller with the others (torch's thread count is per
+    calling thread): `work` should be made of small operations that one core runs as fast as two (the evaluation's
+    probe fits and pictures), the caller's of large ones. Three threads on two cores would make both slower than one
     after the other (measured: 31.4 s against 26.8 s for the evaluation). With one thread to share (a search's runs
-    at OMP_NUM_THREADS=1), `work` runs first, then the block: the same results, one after the other."""
+    at OMP_NUM_THREADS=1), `work` runs first, then the block: the same results, one after the other.
+    An error in the block is raised at once, without waiting for `work` (a daemon thread: it ends with the process).
+    Why not concurrent.futures: its threads are joined when the interpreter exits, so an interrupted evaluation
+    would wait for the second thread's fits before exiting."""
     threads = torch.get_num_threads()
     if threads < 2:
         value = work()
         yield lambda: value
         return
-    with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        future = pool.submit(work)
-        torch.set_num_threads(threads - 1)
+    outcome: dict = {}
+
+    def run() -> None:
+        torch.set_num_threads(1)
         try:
-            yield future.result
-        finally:
-            torch.set_num_threads(threads)
+            outcome["value"] = work()
+        except BaseException as err:  # handed to the caller by result()
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="physiotouch-beside", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    torch.set_num_threads(threads - 1)
+    try:
+        yield result
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextmanager
