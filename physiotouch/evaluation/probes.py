@@ -239,9 +239,9 @@ def run_probes(tasks: list[Task], x: np.ndarray, cfg: ProbeConfig, label: str = 
     regularisation each fold's probe used: {probe key: {name, per_fold, tuned, inner_errors}}). `fitted_linear`,
     if given, receives each task's fitted linear probe by its key (the robustness sweep tests them again);
     `predictions` each probe's predictions over its task's tested clips (the verdicts pair them by object)."""
-    # one torch thread: the same numbers on every machine and in either of the evaluation's threads (the sums of
-    # a fit change in their last bits with the thread count); measured, two threads fit the model's probes here 5%
-    # faster, and the evaluation gives the other core to its encodings (utils/threads.py)
+    # one torch thread: the same numbers whatever the number of cores and in either of the evaluation's threads (the
+    # sums of a fit change in their last bits with the thread count); measured, two threads fit the model's probes
+    # here 5% faster, and the evaluation gives the other core to its encodings (utils/threads.py)
     with one_thread():
         return _run_probes(tasks, x, cfg, label, fitted_linear, predictions)
 
