@@ -8,7 +8,14 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, f1_score, r2_score, roc_auc_score
 
-from physiotouch.evaluation.verdicts import auroc, average_precision, interval, paired, per_object, verdict
+from physiotouch.evaluation.verdicts import (
+    grouped_auroc,
+    grouped_average_precision,
+    interval,
+    paired,
+    per_object,
+    verdict,
+)
 
 
 def test_per_object_metrics_match_the_definitions_and_r2_parts_add_up():
@@ -31,20 +38,50 @@ def test_per_object_metrics_match_the_definitions_and_r2_parts_add_up():
 
 @pytest.mark.parametrize("levels", [None, 3, 7])  # continuous scores, and scores with many ties
 def test_auroc_and_average_precision_are_scikit_learns(levels):
+    """Each group's AUROC and average precision (all groups at once) against scikit-learn's on that group alone:
+    groups of 2 to 60 clips, in any order, tied scores within and across groups, a group without positives."""
     rng = np.random.default_rng(levels or 0)
-    for n in (2, 5, 17, 60):
-        positive = rng.random(n) < 0.4
-        positive[0], positive[-1] = True, False  # both classes present
-        score = rng.random(n) if levels is None else rng.integers(0, levels, n) / levels
-        assert auroc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
-        assert average_precision(positive, score) == pytest.approx(average_precision_score(positive, score),
-                                                                   abs=1e-12)
+    sizes = (2, 5, 17, 60, 9)
+    group = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    positive = rng.random(len(group)) < 0.4
+    for g in range(4):  # both classes in the first four groups; none positive in the last
+        positive[np.flatnonzero(group == g)[:2]] = [True, False]
+    positive[group == 4] = False
+    score = rng.random(len(group)) if levels is None else rng.integers(0, levels, len(group)) / levels
+    roc, ap = (f(positive, score, group, len(sizes)) for f in (grouped_auroc, grouped_average_precision))
+    for g in range(4):
+        sel = group == g
+        assert roc[g] == pytest.approx(roc_auc_score(positive[sel], score[sel]), abs=1e-12)
+        assert ap[g] == pytest.approx(average_precision_score(positive[sel], score[sel]), abs=1e-12)
+    assert np.isnan(roc[4]) and np.isnan(ap[4])  # undefined, never 0
     proba = rng.dirichlet(np.ones(3), 120)  # and as per-object macro averages over the classes present
+    proba = np.round(proba, 1) if levels else proba
     y, objects = rng.integers(0, 3, 120), np.repeat(np.arange(6), 20)
-    for metric, score in (("macro_auroc", roc_auc_score), ("macro_auprc", average_precision_score)):
-        for o, value in per_object(metric, y, proba, objects).items():
+    y[objects == 5] = 1  # an object with one class: left out
+    for metric, score_fn in (("macro_auroc", roc_auc_score), ("macro_auprc", average_precision_score)):
+        values = per_object(metric, y, proba, objects)
+        assert set(values) == {"0", "1", "2", "3", "4"}
+        for o, value in values.items():
             sel = objects == int(o)
-            assert value == pytest.approx(np.mean([score(y[sel] == c, proba[sel, c]) for c in np.unique(y[sel])]))
+            assert value == pytest.approx(np.mean([score_fn(y[sel] == c, proba[sel, c]) for c in np.unique(y[sel])]),
+                                          abs=1e-12)
+
+
+def test_macro_f1_and_ece_per_object_match_their_definitions():
+    rng = np.random.default_rng(3)
+    objects = rng.integers(0, 7, 300)
+    y = rng.integers(0, 4, 300)
+    proba = rng.dirichlet(np.ones(4) * 0.5, 300)
+    f1, ece = per_object("macro_f1", y, proba, objects), per_object("ece", y, proba, objects, ece_bins=5)
+    for o in range(7):
+        sel = objects == o
+        hard, conf = proba[sel].argmax(1), proba[sel].max(1)
+        assert f1[str(o)] == pytest.approx(f1_score(y[sel], hard, labels=np.unique(y[sel]), average="macro",
+                                                    zero_division=0), abs=1e-12)
+        bins = np.minimum((conf * 5).astype(int), 4)
+        expected = sum(abs(conf[bins == b].mean() - (hard == y[sel])[bins == b].mean()) * np.mean(bins == b)
+                       for b in np.unique(bins))
+        assert ece[str(o)] == pytest.approx(expected, abs=1e-12)
 
 
 def test_interval_is_the_t_interval_and_verdicts_need_the_whole_interval():

@@ -16,6 +16,7 @@ only where it is `better` than the controls, with an interval that excludes zero
 from __future__ import annotations
 
 import queue
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -111,11 +112,7 @@ def fit_controls(pending: queue.SimpleQueue, features: dict[str, np.ndarray], ta
                  cache: ProbeCache | None, timer: PhaseTimer, results: dict) -> None:
     """Fits the probes of the controls named in `pending` until none is left (or reads them from `cache`), into
     `results` {control: (metrics, choices, predictions)}. Two threads may empty the same queue (evaluation/run.py)."""
-    while True:
-        try:
-            name = pending.get_nowait()
-        except queue.Empty:
-            return
+    for name in drain(pending):
         with timer.phase(f"control {name}"):
             entry, hit = cache.lookup(name, features[name], tasks, pcfg) if cache else (None, None)
             if hit is None:
@@ -134,13 +131,19 @@ def queued(names) -> queue.SimpleQueue:
     return pending
 
 
-def discard(pending: queue.SimpleQueue) -> None:
-    """Empties `pending`: the controls not yet being fitted will not be."""
+def drain(pending: queue.SimpleQueue) -> Iterator[str]:
+    """The names in `pending`, each taken once, until none is left (another thread may take some of them)."""
     while True:
         try:
-            pending.get_nowait()
+            yield pending.get_nowait()
         except queue.Empty:
             return
+
+
+def discard(pending: queue.SimpleQueue) -> None:
+    """Empties `pending`: the controls not yet being fitted will not be."""
+    for _ in drain(pending):
+        pass
 
 
 def control_results(fitted: dict, tasks: list[Task], pcfg: ProbeConfig

@@ -33,9 +33,11 @@ class ClipEncoder(L.LightningModule):
     """Wraps a trained model for `predict`: a batch of uint8 clips -> features (and per-clip errors), once per
     perturbation (None: the clean clips). Each batch is loaded once for all of them."""
 
-    def __init__(self, model: TactileVideoMAE, mask_ratio: float, errors: bool | str, perturbations: list):
+    def __init__(self, model: TactileVideoMAE, mask_ratio: float, errors: bool | str, perturbations: list,
+                 description: str = "encoding"):
         super().__init__()
         self.model, self.mask_ratio, self.errors, self.perturbations = model, mask_ratio, errors, perturbations
+        self.description = description  # the progress row's (_EncodeProgress)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, dict[str, np.ndarray]]:
         from .features import per_clip_errors, per_clip_objective
@@ -83,12 +85,12 @@ class _EncodeProgress(L.Callback):
     own bar: the evaluation encodes while its second thread fits probes and shows their rows in the same display."""
 
     def __init__(self) -> None:
-        self.description = "encoding"
         self._rows = ExitStack()
         self._advance = None
 
-    def on_predict_start(self, trainer, pl_module) -> None:
-        self._advance = self._rows.enter_context(progress_row(self.description, int(sum(trainer.num_predict_batches))))
+    def on_predict_start(self, trainer, pl_module: ClipEncoder) -> None:
+        total = int(sum(trainer.num_predict_batches))
+        self._advance = self._rows.enter_context(progress_row(pl_module.description, total))
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._advance()
@@ -134,9 +136,9 @@ def encode_each(model: TactileVideoMAE, ds: ClipDataset | Subset, batch_size: in
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=accelerator == "gpu")
     model.eval()
     trainer = _trainer(accelerator, precision or device_precision)
-    next(c for c in trainer.callbacks if isinstance(c, _EncodeProgress)).description = (
-        f"encoding {name}" + (f" ({n} perturbations)" if (n := sum(p is not None for p in perturbations)) else ""))
-    parts = trainer.predict(ClipEncoder(model, mask_ratio, errors, perturbations), dataloaders=loader)
+    description = f"encoding {name}" + (f" ({n} perturbations)" if (n := sum(p is not None for p in perturbations))
+                                        else "")
+    parts = trainer.predict(ClipEncoder(model, mask_ratio, errors, perturbations, description), dataloaders=loader)
     model.cpu()
     base = ds.dataset if isinstance(ds, Subset) else ds  # a Subset's items carry the base dataset's index
     out = {}

@@ -24,7 +24,8 @@ def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
 
 
 def _crop_matrix(size: int, side: int, offset: int) -> torch.Tensor:
-    """[size, size]: keep `side` pixels from `offset` along an axis, resized back to `size`."""
+    """[size, size]: keep `side` pixels from `offset` along an axis, resized back to `size` (a crop at a place drawn
+    per clip; the centre crop slices its pixels first, and resizes only them)."""
     m = torch.zeros(size, size)
     m[:, offset:offset + side] = _resize_matrix(side, size)
     return m
@@ -54,9 +55,9 @@ def make_perturbation(kind: str, strength: float) -> Callable[..., torch.Tensor]
         size = clips.shape[-1]
         if kind in ("center_crop", "random_crop"):
             side = max(2, int(round(size * strength)))
-            if kind == "center_crop":
-                crop = _crop_matrix(size, side, (size - side) // 2)
-                return _apply(clips, crop, crop)
+            if kind == "center_crop":  # the kept pixels alone, resized: a product over `side` pixels, not `size`
+                start, grow = (size - side) // 2, _resize_matrix(side, size)
+                return _apply(clips[..., start:start + side, start:start + side], grow, grow)
             offsets = [[int(v) for v in torch.randint(0, size - side + 1, (2,), generator=_generator(cid))]
                        for cid in clip_ids.tolist()]  # (top, left) per clip
             rows = torch.stack([_crop_matrix(size, side, top) for top, _ in offsets])
@@ -64,9 +65,10 @@ def make_perturbation(kind: str, strength: float) -> Callable[..., torch.Tensor]
             return _apply(clips, rows, cols)
         if kind == "scale":  # shrink to `side`, then pad by repeating the border rows and columns
             side = max(2, int(round(size * strength)))
-            pad = (size - side) // 2
-            shrink = _resize_matrix(size, side)[(torch.arange(size) - pad).clamp(0, side - 1)]
-            return _apply(clips, shrink, shrink)
+            shrink, before = _resize_matrix(size, side), (size - side) // 2
+            small = _apply(clips, shrink, shrink)  # [..., side, side]
+            pads = (before, size - side - before) * 2
+            return F.pad(small.flatten(0, -4), pads, mode="replicate").view(*clips.shape)
         if kind == "noise":
             shared = {} if shared is None else shared
             if "noise" not in shared:

@@ -102,6 +102,10 @@ def _robust_metrics(feats: dict, x: np.ndarray, tasks: list[Task], pcfg: ProbeCo
     return out
 
 
+ROBUSTNESS_PLOTS = ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
+                    "val/probe_motion_accuracy", "val/probe_peak_depth_r2")  # a plot each, over the perturbations
+
+
 def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     timer = PhaseTimer()
@@ -167,25 +171,23 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
     if robust:
         with timer.phase("robustness"):
             rows = robustness(feats, perturbations, encoded, tasks, pcfg, fitted)
-            for metric in ("val/recon_objective", "val/probe_object_accuracy", "val/probe_sensor_accuracy",
-                           "val/probe_motion_accuracy", "val/probe_peak_depth_r2"):
-                if len(rows) > 1 and all(metric in r for r in rows):  # (no perturbation asked for: nothing to draw)
-                    pictures.append(plots.robustness_plot(rows, metric, out))
-        for r in rows[1:]:
-            for k, v in r.items():
-                if k.startswith("drop:"):
-                    metrics[f"robust/{r['perturbation']}_{r['strength']:g}/{k[5:]}_drop"] = v
+            pictures += [plots.robustness_plot(rows, metric, out) for metric in ROBUSTNESS_PLOTS
+                         if len(rows) > 1 and all(metric in r for r in rows)]  # (no perturbation: nothing to draw)
+    for r in rows[1:]:
+        for k, v in r.items():
+            if k.startswith("drop:"):
+                metrics[f"robust/{r['perturbation']}_{r['strength']:g}/{k[5:]}_drop"] = v
     (out / RunDir.EVAL_METRICS).write_text(json.dumps({**metrics, "controls": controls, "not_run": not_run},
                                                       indent=1, sort_keys=True))
     (out / "robustness.json").write_text(json.dumps(rows, indent=1))
     with timer.phase("report"):
         write_report(out, metrics, groups, rows, pictures, datamodule.record, controls, not_run)
-    (out / RunDir.EVAL_TIMINGS).write_text(json.dumps({**timer.seconds, "total": timer.elapsed()},
-                                                      indent=1))
+    total = timer.elapsed()
+    (out / RunDir.EVAL_TIMINGS).write_text(json.dumps({**timer.seconds, "total": total}, indent=1))
     hits = [name for name in control_x if cache and name in cache.hits]
     cached = f" (controls read from the probe cache: {', '.join(hits)})" if hits else ""
     with (out / "report.md").open("a") as fh:
-        fh.write(f"\nTime per phase: {timer.line()}{cached}\n")
+        fh.write(f"\nTime per phase: {timer.line(total)}{cached}\n")
     return metrics
 
 

@@ -18,6 +18,7 @@ def save_figure(fig, path: Path, tight: bool = True, size: tuple[float, float] |
         fig.set_size_inches(*size)
     if tight:
         fig.tight_layout()
+        fig.set_layout_engine(None)  # the layout is done: a layout engine left set would make savefig draw twice
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

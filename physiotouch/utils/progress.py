@@ -19,8 +19,12 @@ _lock = threading.Lock()
 _display: dict = {"bar": None, "rows": 0}  # the one open display and how many rows use it
 
 
+def _forced() -> bool:
+    return os.environ.get("PHYSIOTOUCH_PROGRESS") == "1"
+
+
 def shown() -> bool:
-    return os.environ.get("PHYSIOTOUCH_PROGRESS") == "1" or sys.stderr.isatty()
+    return _forced() or sys.stderr.isatty()
 
 
 def _new_display():
@@ -32,7 +36,7 @@ def _new_display():
         def render(self, task) -> Text:
             return Text(f"{task.speed:.1f} it/s" if task.speed else "- it/s")
 
-    forced = os.environ.get("PHYSIOTOUCH_PROGRESS") == "1"
+    forced = _forced()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn())
     return Progress(*columns, console=Console(stderr=True, force_terminal=forced or None), transient=not forced)
 

@@ -25,8 +25,9 @@ class PhaseTimer:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def line(self) -> str:
-        """'encode 1.9 s · probes 2.7 s · ... · total 24.1 s' (the total: wall clock)."""
+    def line(self, total: float) -> str:
+        """'encode 1.9 s · probes 2.7 s · ... · total 24.1 s' (`total`: the wall clock, `elapsed()` taken once for
+        this line and timings.json alike)."""
         parts = [f"{name} {sec:.1f} s" for name, sec in self.seconds.items()]
-        overlap = " (wall clock; phases ran side by side)" if sum(self.seconds.values()) > self.elapsed() else ""
-        return " · ".join([*parts, f"total {self.elapsed():.1f} s{overlap}"])
+        overlap = " (wall clock; phases ran side by side)" if sum(self.seconds.values()) > total else ""
+        return " · ".join([*parts, f"total {total:.1f} s{overlap}"])
