@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per test process and per process a test starts: the suite runs on two workers (pyproject's
+# addopts), and more threads than cores oversubscribe them (the brief measured 13x per epoch).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
