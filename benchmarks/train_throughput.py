@@ -6,6 +6,7 @@ timed in this one run on the same model size, batch and device, printed as ratio
   eager      fp32, scaled_dot_product_attention, AdamW (fused on a GPU)        - the package's default step
   compile    the forward pass through torch.compile (model.compile=true)
   bf16       autocast bf16-mixed (the package's default on a GPU)
+  bf16-compile  both: bf16-mixed with the forward pass compiled
   plain-attn softmax(QK^T/sqrt(d))V in plain ops instead of SDPA
   reference  the reference's step: fp16 autocast with a GradScaler, unfused AdamW, and each clip decoded from
              4 PNGs with per-sample augmentation in the loop (its Dataset), as `upstream_stage1.md` describes
@@ -15,7 +16,7 @@ attention; elementwise work is not counted). MFU = counted FLOP/s over the devic
 on a CPU.
 
     python benchmarks/train_throughput.py                       # tiny model, joint balanced, device present
-    python benchmarks/train_throughput.py --model vit_l14 --batch-size 64 --variants eager,compile,bf16,reference
+    python benchmarks/train_throughput.py --model vit_l14 --batch-size 64 --variants bf16,bf16-compile,reference
     python benchmarks/train_throughput.py --model vit_l14 --flops-only   # count on PyTorch's meta device, no compute
     python benchmarks/train_throughput.py --override model.encoder.num_hidden_layers=4 --override loss=equal
 """
@@ -198,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 step = make_step(model, loss, augment, device, compiled=True)
             elif variant == "bf16":
                 step, low_precision = make_step(model, loss, augment, device, autocast_dtype=low), True
+            elif variant == "bf16-compile":
+                step = make_step(model, loss, augment, device, compiled=True, autocast_dtype=low)
+                low_precision = True
             elif variant == "plain-attn":
                 step, kernel = make_step(model, loss, augment, device), "plain"
             elif variant == "reference":
