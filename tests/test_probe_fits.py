@@ -193,14 +193,14 @@ def test_tasks_with_the_same_labels_fit_together_as_each_alone(classes):
 def test_fits_over_their_own_clips_equal_fits_over_all_clips(monkeypatch):
     """The two layouts of `logistic_fits` (each fit's own clips gathered, from GATHER_CLASSES classes on and within
     GATHER_MAX_VALUES; else one product over every clip) solve the same problems: the same choices and predictions."""
-    from physiotouch.evaluation import probe_fits
+    from physiotouch.evaluation import logistic
 
     x, _, objects = _data(seed=5, n_objects=20, per_object=12, classes=10)
     y = objects % 10
     folds = object_folds(objects, np.ones(len(x), bool), 5)
     cfg = ProbeConfig()
     gathered = fit_tuned(y, folds, objects, 10, x, "linear", cfg, "torch")
-    monkeypatch.setattr(probe_fits, "GATHER_MAX_VALUES", 0)  # too large to gather: the shared product
+    monkeypatch.setattr(logistic, "GATHER_MAX_VALUES", 0)  # too large to gather: the shared product
     shared = fit_tuned(y, folds, objects, 10, x, "linear", cfg, "torch")
     _same_choices(gathered, shared, "linear", False, cfg)
     for f, (_, test) in enumerate(folds):

@@ -31,7 +31,8 @@ from physiotouch.utils.files import atomic_write
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # bump when an entry's layout or meaning changes (2: every probe fit on one torch thread)
-FITTING_CODE = ("probes.py", "tuned.py", "probe_fits.py", "lbfgs.py")  # what turns features and tasks into metrics
+# what turns features and tasks into metrics
+FITTING_CODE = ("probes.py", "tuned.py", "probe_fits.py", "logistic.py", "lbfgs.py")
 
 
 def _update(h, a: np.ndarray | None) -> None:

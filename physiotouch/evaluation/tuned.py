@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import probe_fits
+from .logistic import logistic_fits, logistic_path
 
 
 def inner_folds(groups: np.ndarray, k_max: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -141,7 +142,7 @@ def inner_errors(scored: list, y: np.ndarray, regression: bool, n_values: int) -
 
 
 class _TorchFits:
-    """The batched fits (probe_fits): inner fits for every grid value, refits at each fold's chosen value."""
+    """The batched fits (probe_fits, logistic): inner fits for every grid value, refits at each fold's chosen value."""
 
     def __init__(self, kind, shared: probe_fits.SharedWork, y, classes, cfg):
         self.kind, self.shared, self.y, self.classes, self.cfg = kind, shared, y, classes, cfg
@@ -161,10 +162,9 @@ class _TorchFits:
             v, c = probe_fits.ridge_fits(self.shared, self.y, fits, values)
             solutions = [(v[:, g].float(), c[:, g].float()) for g in range(len(values))]
         else:
-            solutions, state = [], None
-            for value in values:  # along the path, each value warm-started from the last (C ascending)
-                V, c, state = probe_fits.logistic_fits(self.shared.rotated, self.y, self.classes, fits, value,
-                                                       self.cfg.max_iter, state)
+            solutions = []
+            for value, (V, c, state) in zip(values, logistic_path(self.shared.rotated, self.y, self.classes, fits,
+                                                                  values, self.cfg.max_iter)):
                 solutions.append((V, c))
                 for p, (f, _, _, _) in enumerate(plans):
                     self.path.setdefault((f, value), []).append((state[0][p], state[1][p]))
@@ -184,19 +184,15 @@ class _TorchFits:
                 v, c = probe_fits.ridge_fits(self.shared, self.y, [fit], [alpha])
                 out.append({"v": v[0, 0].float(), "c": c[0, 0].float()})
             return out
-        out: list = [None] * len(fits)
-        for value in dict.fromkeys(chosen):  # one batch per distinct C, warm-started from its inner fits
-            folds = [f for f, c in enumerate(chosen) if c == value]
-            init = None
-            if all((f, value) in self.path for f in folds):
-                init = tuple(torch.stack([torch.stack([s[j] for s in self.path[(f, value)]]).mean(0) for f in folds])
-                             for j in (0, 1))
-            chosen_fits = [fits[f] for f in folds]
-            V, c, _ = probe_fits.logistic_fits(self.shared.rotated, self.y, self.classes, chosen_fits, value,
-                                               self.cfg.max_iter, init)
-            for p, f in enumerate(folds):
-                out[f] = {"v": V[p], "c": c[p]}
-        return out
+        # one batch, each outer fold at its own value, from the mean of its inner fits' solutions there (or zero)
+        rot = self.shared.rotated
+        starts = [tuple(torch.stack([s[j] for s in self.path[(f, value)]]).mean(0) for j in (0, 1))
+                  if (f, value) in self.path else
+                  (torch.zeros(rot.x.shape[1], self.classes), torch.zeros(self.classes))
+                  for f, value in enumerate(chosen)]
+        V, c, _ = logistic_fits(rot, self.y, self.classes, fits, chosen, self.cfg.max_iter,
+                                tuple(torch.stack([s[j] for s in starts]) for j in (0, 1)))
+        return [{"v": V[f], "c": c[f]} for f in range(len(fits))]
 
 
 class _SklearnFits:
