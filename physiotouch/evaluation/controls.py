@@ -28,6 +28,7 @@ from physiotouch.utils.timing import PhaseTimer
 
 from .contact_features import SIDE, contact_features, pooled_frames
 from .encoder import encode
+from .logistic import GATHER_CLASSES
 from .probe_cache import ProbeCache
 from .probes import ProbeConfig, Task, pool, run_probes, task_metrics
 from .verdicts import paired, per_object
@@ -108,11 +109,22 @@ def control_features(model: TactileVideoMAE, datasets: dict, batch_size: int, de
     return {name: out[name] for name in CONTROLS if name in out}
 
 
-def fit_controls(pending: queue.SimpleQueue, features: dict[str, np.ndarray], tasks: list[Task], pcfg: ProbeConfig,
+def control_work(features: dict[str, np.ndarray], tasks: list[Task]) -> queue.SimpleQueue:
+    """The controls' probes as units of work for `fit_controls`, the costliest first: per control (the most features
+    first), its many-class tasks (the object and leave-one-sensor-out probes: most of a pixel control's fits) and its
+    other tasks. Two threads share the units (evaluation/run.py); a control as one unit left one thread fitting the
+    last control alone for seconds. Each task is fit in one unit: the results are the same as in one."""
+    many = [t for t in tasks if t.classes is not None and len(t.classes) >= GATHER_CLASSES]
+    parts = [part for part in (many, [t for t in tasks if not any(t is m for m in many)]) if part]
+    return queued((name, i, part) for name in sorted(features, key=lambda n: -features[n].shape[1])
+                  for i, part in enumerate(parts))
+
+
+def fit_controls(pending: queue.SimpleQueue, features: dict[str, np.ndarray], pcfg: ProbeConfig,
                  cache: ProbeCache | None, timer: PhaseTimer, results: dict) -> None:
-    """Fits the probes of the controls named in `pending` until none is left (or reads them from `cache`), into
-    `results` {control: (metrics, choices, predictions)}. Two threads may empty the same queue (evaluation/run.py)."""
-    for name in drain(pending):
+    """Fits the units of `control_work` in `pending` until none is left (or reads them from `cache`), into `results`
+    {(control, part): (metrics, choices, predictions)}. Two threads may empty the same queue (evaluation/run.py)."""
+    for name, i, tasks in drain(pending):
         with timer.phase(f"control {name}"):
             entry, hit = cache.lookup(name, features[name], tasks, pcfg) if cache else (None, None)
             if hit is None:
@@ -121,18 +133,18 @@ def fit_controls(pending: queue.SimpleQueue, features: dict[str, np.ndarray], ta
                 hit = metrics, choices, preds
                 if cache:
                     cache.store(entry, *hit)
-            results[name] = hit
+            results[(name, i)] = hit
 
 
-def queued(names) -> queue.SimpleQueue:
+def queued(items) -> queue.SimpleQueue:
     pending: queue.SimpleQueue = queue.SimpleQueue()
-    for name in names:
-        pending.put(name)
+    for item in items:
+        pending.put(item)
     return pending
 
 
-def drain(pending: queue.SimpleQueue) -> Iterator[str]:
-    """The names in `pending`, each taken once, until none is left (another thread may take some of them)."""
+def drain(pending: queue.SimpleQueue) -> Iterator:
+    """The items in `pending`, each taken once, until none is left (another thread may take some of them)."""
     while True:
         try:
             yield pending.get_nowait()
@@ -149,10 +161,15 @@ def discard(pending: queue.SimpleQueue) -> None:
 def control_results(fitted: dict, tasks: list[Task], pcfg: ProbeConfig
                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict[str, dict]]:
     """`fit_controls`' results and the majority class -> ({control: flat probe metrics}, {control: the
-    regularisation each probe chose}, {control: each probe's predictions}), in CONTROLS' order."""
-    out = {name: fitted[name][0] for name in CONTROLS if name in fitted}
-    choices = {name: fitted[name][1] for name in CONTROLS if name in fitted}
-    preds = {name: fitted[name][2] for name in CONTROLS if name in fitted}
+    regularisation each probe chose}, {control: each probe's predictions}), in CONTROLS' order, each control's parts
+    in their order."""
+    merged: dict[str, tuple[dict, dict, dict]] = {}
+    for name, i in sorted(fitted, key=lambda key: (CONTROLS.index(key[0]), key[1])):
+        for into, part in zip(merged.setdefault(name, ({}, {}, {})), fitted[(name, i)]):
+            into.update(part)
+    order = [task.key(kind, "")[:-1] for task in tasks for kind in task.kinds]  # run_probes' order over all tasks
+    out, choices, preds = ({name: m[j] for name, m in merged.items()} for j in range(3))
+    choices = {name: {k: c[k] for k in order if k in c} for name, c in choices.items()}
     preds["majority"] = majority_predictions(tasks)
     out["majority"] = majority_metrics(tasks, pcfg, preds["majority"])
     return out, choices, preds
@@ -169,7 +186,7 @@ def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], p
     with timer.phase("encode controls"):
         features = control_features(model, datasets, batch_size, device, limit, seed, splits)
     fitted: dict = {}
-    fit_controls(queued(features), features, tasks, pcfg, cache, timer, fitted)
+    fit_controls(control_work(features, tasks), features, pcfg, cache, timer, fitted)
     with timer.phase("control majority"):
         return control_results(fitted, tasks, pcfg)
 

@@ -16,7 +16,7 @@ from physiotouch.utils.threads import beside
 from physiotouch.utils.timing import PhaseTimer
 
 from . import plots
-from .controls import control_features, control_results, controls_for, discard, fit_controls, queued
+from .controls import control_features, control_results, control_work, controls_for, discard, fit_controls
 from .encoder import encode, encode_each
 from .features import ERRORS, example_outputs
 from .probe_cache import ProbeCache
@@ -129,14 +129,14 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
              else None)
     with timer.phase("encode controls"):
         control_x = control_features(model, datasets, cfg.batch_size, cfg.device, cfg.max_clips, datamodule.seed)
-    pending, fitted_controls = queued(control_x), {}
+    pending, fitted_controls = control_work(control_x, tasks), {}
 
     def probes_and_pictures() -> tuple[dict, dict, list[Path]]:
         with timer.phase("probes model"):
             metrics, curves, choices = run_probes(tasks, pooled["x"], pcfg, fitted_linear=fitted, predictions=preds)
         with timer.phase("plots"):
             pictures = _pictures(model, examples, curves, groups, recon, pcfg, out)
-        fit_controls(pending, control_x, tasks, pcfg, cache, timer, fitted_controls)
+        fit_controls(pending, control_x, pcfg, cache, timer, fitted_controls)
         return metrics, choices, pictures
 
     # The probe fits and pictures (small operations: one core runs them as fast as two) go to a second thread while
@@ -149,7 +149,7 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path) -> dict[str, f
             if robust:
                 with timer.phase("robustness"):
                     perturbations, encoded = robustness_encodings(model, datasets, cfg)
-            fit_controls(pending, control_x, tasks, pcfg, cache, timer, fitted_controls)
+            fit_controls(pending, control_x, pcfg, cache, timer, fitted_controls)
         except BaseException:
             discard(pending)  # the second thread stops after the fit it is in
             raise
