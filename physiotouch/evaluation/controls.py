@@ -31,6 +31,7 @@ from .encoder import encode
 from .logistic import GATHER_CLASSES
 from .probe_cache import ProbeCache
 from .probes import ProbeConfig, Task, pool, run_probes, task_metrics
+from .settings import ECE_BINS
 from .verdicts import paired, per_object
 
 CONTROLS = ("raw_pixels", "pixel_change", "untrained", "contact_features", "majority")
@@ -192,7 +193,7 @@ def control_metrics(model: TactileVideoMAE, datasets: dict, tasks: list[Task], p
 
 
 def controls_for(metrics: dict[str, float], controls: dict[str, dict[str, float]], tasks: list[Task],
-                 model_preds: dict, control_preds: dict[str, dict], objects: np.ndarray, ece_bins: int = 10
+                 model_preds: dict, control_preds: dict[str, dict], objects: np.ndarray, ece_bins: int = ECE_BINS
                  ) -> dict[str, dict]:
     """Per probe score of the model: each control's value on the same metric, the paired per-object difference
     (model − control) with its 95% interval and verdict (verdicts.py), and `better_than_all`: whether every

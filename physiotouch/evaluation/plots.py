@@ -16,6 +16,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve 
 from physiotouch.data.augment import denormalize  # noqa: E402
 from physiotouch.utils.figures import save_figure  # noqa: E402
 
+from .settings import ECE_BINS  # noqa: E402
+
 
 def _save(fig, path: Path, tight: bool = True) -> Path:
     return save_figure(fig, path, tight)
@@ -64,7 +66,7 @@ def pr_roc(curve: dict, task: str, out: Path) -> Path:
     return _save(fig, out / f"pr_roc_{task}.png", tight=False)
 
 
-def reliability(curve: dict, task: str, out: Path, bins: int = 10) -> Path:
+def reliability(curve: dict, task: str, out: Path, bins: int = ECE_BINS) -> Path:
     conf, correct = curve["proba"].max(1), curve["proba"].argmax(1) == curve["y"]
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)

@@ -39,7 +39,7 @@ from physiotouch.utils.progress import progress
 from physiotouch.utils.threads import one_thread
 
 from .probe_fits import SharedWork
-from .settings import ProbeConfig
+from .settings import ECE_BINS, ProbeConfig
 from .targets import Target, as_array
 from .tuned import FittedProbe, fit_tuned_together, grid
 from .verdicts import overall
@@ -200,7 +200,8 @@ def task_metrics(task: Task, pred: np.ndarray, cfg: ProbeConfig) -> dict[str, fl
     return classification_metrics(pred, y, len(task.classes), cfg.ece_bins)
 
 
-def classification_metrics(proba: np.ndarray, y: np.ndarray, num_classes: int, ece_bins: int = 10) -> dict[str, float]:
+def classification_metrics(proba: np.ndarray, y: np.ndarray, num_classes: int, ece_bins: int = ECE_BINS
+                           ) -> dict[str, float]:
     """Accuracy, macro / micro F1, macro AUROC and AUPRC (over the classes present in y), ECE."""
     p, t = torch.as_tensor(proba, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
     with warnings.catch_warnings():

@@ -17,13 +17,15 @@ DEFAULT_STRENGTHS = {
     "brightness": [],  # multiplicative factor, e.g. [0.7, 0.85, 1.15, 1.3]
 }
 
+ECE_BINS = 10  # calibration error's confidence bins: the default of every function that bins (one home)
+
 
 @dataclass
 class ProbeConfig:
     C: float = 1.0  # the defaults, used where a fit set cannot be tuned (fewer than two groups) or tune is false
     max_iter: int = 2000
     knn_k: int = 10
-    ece_bins: int = 10
+    ece_bins: int = ECE_BINS
     ridge_alpha: float = 1.0
     # Each probe's C, α or k chosen by inner cross-validation on its fit clips, grouped like the outer folds,
     # separately for the model and every control (evaluation/tuned.py)

@@ -19,6 +19,8 @@ import functools
 import numpy as np
 from scipy import stats
 
+from .settings import ECE_BINS
+
 MIN_OBJECTS, MIN_CLIPS = 5, 50
 LOWER_BETTER = ("ece", "mae")
 VERDICTS = ("better", "worse", "no detectable difference", "insufficient data")
@@ -28,7 +30,7 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith(LOWER_BETTER)
 
 
-def per_object(metric: str, y: np.ndarray, pred: np.ndarray, objects: np.ndarray, ece_bins: int = 10
+def per_object(metric: str, y: np.ndarray, pred: np.ndarray, objects: np.ndarray, ece_bins: int = ECE_BINS
                ) -> dict[str, float]:
     """{object: the metric on that object's clips} (objects where it is undefined, e.g. AUROC with one class, are
     left out). `pred`: class probabilities [N, C] or regression values [N]."""
@@ -39,7 +41,7 @@ def per_object(metric: str, y: np.ndarray, pred: np.ndarray, objects: np.ndarray
 
 def overall(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
     """The metric on all the clips, as `per_object` defines it for one object's (nan where it is undefined)."""
-    return float(_per_group(metric, np.asarray(y), np.asarray(pred), np.zeros(len(y), np.int64), 1, 10)[0])
+    return float(_per_group(metric, np.asarray(y), np.asarray(pred), np.zeros(len(y), np.int64), 1, ECE_BINS)[0])
 
 
 # Every object's value at once, from sums per object (np.bincount) rather than a metric per object's clips: the
