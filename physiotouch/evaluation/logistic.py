@@ -101,9 +101,10 @@ def along_path(path: list[tuple[float, tuple]], value: float) -> tuple | None:
 
 
 class LogisticBatch:
-    """The regressions of one set of fits on one feature set (`Rotated`), each at its own C (`set_C`, changeable
-    per row while the batch is being solved). Solved for theta = A / d (logits = (rot.x − the fit's mean) @ A + c;
-    W = the fit's scale ratio · Q A), d ~ the inverse square-root curvature along each principal axis at that C."""
+    """The regressions of one set of fits on one feature set (`Rotated`), each at its own C (`set_C`: a batch
+    walks a path of C, or refits each fold at its chosen value). Solved for theta = A / d (logits = (rot.x − the
+    fit's mean) @ A + c; W = the fit's scale ratio · Q A), d ~ the inverse square-root curvature along each principal
+    axis at that C."""
 
     def __init__(self, rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarray]):
         P, dt = len(fits), rot.x.dtype
