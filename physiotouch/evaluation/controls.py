@@ -115,8 +115,10 @@ def control_work(features: dict[str, np.ndarray], tasks: list[Task]) -> queue.Si
     first), its many-class tasks (the object and leave-one-sensor-out probes: most of a pixel control's fits) and its
     other tasks. Two threads share the units (evaluation/run.py); a control as one unit left one thread fitting the
     last control alone for seconds. Each task is fit in one unit: the results are the same as in one."""
-    many = [t for t in tasks if t.classes is not None and len(t.classes) >= GATHER_CLASSES]
-    parts = [part for part in (many, [t for t in tasks if not any(t is m for m in many)]) if part]
+    many, other = [], []
+    for task in tasks:
+        (many if task.classes is not None and len(task.classes) >= GATHER_CLASSES else other).append(task)
+    parts = [part for part in (many, other) if part]
     return queued((name, i, part) for name in sorted(features, key=lambda n: -features[n].shape[1])
                   for i, part in enumerate(parts))
 

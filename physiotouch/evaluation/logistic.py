@@ -64,11 +64,9 @@ def logistic_fits(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarr
     zero. -> (V [P, D, K], c [P, K]) with logits = x @ V + c on the raw features (−inf for classes a fit never
     saw), and (A, c) to warm-start another C or fit from."""
     batch = LogisticBatch(rot, y, classes, fits)
-    rows = torch.arange(len(fits))
-    batch.set_C(rows, torch.as_tensor(np.broadcast_to(np.asarray(C, float), len(fits)).copy(), dtype=rot.x.dtype))
-    theta = batched_lbfgs(batch.f_and_grad, batch.to_theta(rows, init or batch.zero(rows)), max_iter, gtol)
-    A, c = batch.from_theta(rows, theta)
-    return (*batch.raw(rows, A, c), (A, c))
+    batch.set_C(torch.as_tensor(np.broadcast_to(np.asarray(C, float), len(fits)).copy(), dtype=rot.x.dtype))
+    A, c = batch.from_theta(batched_lbfgs(batch.f_and_grad, batch.to_theta(init or batch.zero()), max_iter, gtol))
+    return (*batch.raw(A, c), (A, c))
 
 
 def logistic_path(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarray], values: list[float],
@@ -76,15 +74,13 @@ def logistic_path(rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarr
     """Every fit at every C of `values` (ascending), value after value, each started from the fits' solutions at
     the previous ones (`along_path`). -> per value, as `logistic_fits`."""
     batch = LogisticBatch(rot, y, classes, fits)
-    rows = torch.arange(len(fits))
     out, path = [], []
     for value in values:
-        batch.set_C(rows, torch.full((len(fits),), value, dtype=rot.x.dtype))
-        theta = batched_lbfgs(batch.f_and_grad, batch.to_theta(rows, along_path(path, value) or batch.zero(rows)),
-                              max_iter, gtol)
-        A, c = batch.from_theta(rows, theta)
+        batch.set_C(torch.full((len(fits),), value, dtype=rot.x.dtype))
+        start = batch.to_theta(along_path(path, value) or batch.zero())
+        A, c = batch.from_theta(batched_lbfgs(batch.f_and_grad, start, max_iter, gtol))
         path.append((value, (A, c)))
-        out.append((*batch.raw(rows, A, c), (A, c)))
+        out.append((*batch.raw(A, c), (A, c)))
     return out
 
 
@@ -101,10 +97,10 @@ def along_path(path: list[tuple[float, tuple]], value: float) -> tuple | None:
 
 
 class LogisticBatch:
-    """The regressions of one set of fits on one feature set (`Rotated`), each at its own C (`set_C`: a batch
-    walks a path of C, or refits each fold at its chosen value). Solved for theta = A / d (logits = (rot.x − the
-    fit's mean) @ A + c; W = the fit's scale ratio · Q A), d ~ the inverse square-root curvature along each principal
-    axis at that C."""
+    """The regressions of one set of fits on one feature set (`Rotated`), each at its own C (`set_C`: a path of C
+    is solved value after value in one batch; refits each at their chosen value). Solved for theta = A / d
+    (logits = (rot.x − the fit's mean) @ A + c; W = the fit's scale ratio · Q A), d ~ the inverse square-root
+    curvature along each principal axis at that C."""
 
     def __init__(self, rot: Rotated, y: np.ndarray, classes: int, fits: list[np.ndarray]):
         P, dt = len(fits), rot.x.dtype
@@ -130,8 +126,6 @@ class LogisticBatch:
         # [P, D]: along each axis, each fit's own variance and the penalty's weight there (per unit of 1 / reg)
         self.variance = (masks @ (xr * xr) / n[:, None] - self.centre * self.centre).clamp_min(0)
         self.penalty_axes = (self.ratio * self.ratio) @ (rot.Q * rot.Q)
-        self.d = torch.ones(P, dim, dtype=dt)  # set per C (set_C)
-        self.penalty = torch.zeros(P, dim, 1, dtype=dt)  # [P, D, 1]: ‖W‖² / (2·reg) = Σ penalty · B² / 2
         # The clips each fit's products run over: with many classes, each fit's own clips gathered [P, m, D] (padded
         # with its first clip at weight 0): a fit uses half to four fifths of the clips, and products over all of them
         # with the others weighted 0 cost up to twice the arithmetic. With few classes a product per fit is too thin to
@@ -151,29 +145,29 @@ class LogisticBatch:
             self.target = target[None, :, None].expand(P, -1, 1)
         self._picked: tuple = (None, self.x)  # (rows, their gathered clips): see `clips`
 
-    def set_C(self, rows: torch.Tensor, C: torch.Tensor) -> None:
-        reg = C * self.reg_per_C[rows]
-        self.penalty[rows] = (self.ratio[rows] ** 2 / reg[:, None])[:, :, None]
-        self.d[rows] = 1 / torch.sqrt(0.25 * self.variance[rows] + self.penalty_axes[rows] / reg[:, None])
+    def set_C(self, C: torch.Tensor) -> None:
+        """Each fit's C [P]: its penalty and its coordinates' scales d."""
+        reg = C * self.reg_per_C
+        self.penalty = (self.ratio ** 2 / reg[:, None])[:, :, None]  # [P, D, 1]: ‖W‖² / (2·reg) = Σ penalty · B² / 2
+        self.d = 1 / torch.sqrt(0.25 * self.variance + self.penalty_axes / reg[:, None])  # [P, D]
 
-    def zero(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.zeros(len(rows), self.dim, self.classes, dtype=self.d.dtype),
-                torch.zeros(len(rows), self.classes, dtype=self.d.dtype))
+    def zero(self) -> tuple[torch.Tensor, torch.Tensor]:
+        P, dt = len(self.ratio), self.ratio.dtype
+        return torch.zeros(P, self.dim, self.classes, dtype=dt), torch.zeros(P, self.classes, dtype=dt)
 
-    def to_theta(self, rows: torch.Tensor, state: tuple) -> torch.Tensor:
-        """(A, c) of `rows` -> their theta at their current C."""
-        return torch.cat([(state[0] / self.d[rows][:, :, None]).reshape(len(rows), self.dim * self.classes),
-                          state[1]], 1)
+    def to_theta(self, state: tuple) -> torch.Tensor:
+        """(A, c) -> theta at the current C."""
+        return torch.cat([(state[0] / self.d[:, :, None]).reshape(len(self.d), -1), state[1]], 1)
 
-    def from_theta(self, rows: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def from_theta(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.dim * self.classes
-        return self.d[rows][:, :, None] * theta[:, :size].reshape(len(rows), self.dim, self.classes), theta[:, size:]
+        return self.d[:, :, None] * theta[:, :size].reshape(len(theta), self.dim, self.classes), theta[:, size:]
 
-    def raw(self, rows: torch.Tensor, A: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw(self, A: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, c) -> (V, c) on the raw features: rot.x = (x − μ) / sd · Q."""
         V = self._unflat(self.rot.Q @ self._flat(A)) / self.rot.sd[None, :, None]
-        c_raw = c - torch.einsum("pd,pdk->pk", self.centre[rows], A) - torch.einsum("d,pdk->pk", self.rot.mu, V)
-        return V, c_raw.masked_fill(~self.present[rows], float("-inf"))
+        c_raw = c - torch.einsum("pd,pdk->pk", self.centre, A) - torch.einsum("d,pdk->pk", self.rot.mu, V)
+        return V, c_raw.masked_fill(~self.present, float("-inf"))
 
     def _flat(self, t: torch.Tensor) -> torch.Tensor:  # [p, D, K] -> [D, p·K]
         return t.permute(1, 0, 2).reshape(self.dim, -1)
