@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from physiotouch.cli import run_hydra_app, user_errors
+from physiotouch.evaluation.fit_worker import FitWorker, started
 from physiotouch.evaluation.settings import EvalConfig
 from physiotouch.run_folder import RunDir, RunFolderError
 from physiotouch.utils.settings import build_settings
@@ -20,7 +21,9 @@ from physiotouch.utils.settings import build_settings
 log = logging.getLogger("physiotouch.evaluate")
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> dict:
+def evaluate_checkpoint(cfg: DictConfig, settings: EvalConfig | None = None, worker: FitWorker | None = None) -> dict:
+    """`settings`: cfg.eval's, built (None: built here); `worker`: the evaluation's probe-fitting process, if any
+    (evaluation/fit_worker.py)."""
     # torch and Lightning here, not above: `--help` and `--cfg job` compose and print without them.
     from lightning.pytorch.loggers import CSVLogger
 
@@ -29,6 +32,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from physiotouch.evaluation.run import run_evaluation
     from physiotouch.training.loggers import instantiate_loggers
 
+    settings = settings or build_settings(EvalConfig, cfg.eval, "eval")
     ckpt = Path(cfg.ckpt_path)
     model, _ = load_model(ckpt)
     run = RunDir.of_checkpoint(ckpt)
@@ -42,12 +46,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     datamodule = rebuild_run_datamodule(data_cfg, source, "validate", checked, must_match=bool(cfg.use_run_data),
                                         image_size=model.cfg.encoder.image_size)
     out = Path(cfg.out_dir) if cfg.out_dir else (run.eval_dir if run else RunDir(cfg.paths.output_dir).eval_dir)
-    settings = build_settings(EvalConfig, cfg.eval, "eval")
     if run is not None:  # one source: the masks this run validated with (its config), not the evaluate config's
         validation = run.config().get("validation")
         if isinstance(validation, dict) and isinstance(validation.get("mask_ratio"), (int, float)):
             settings.mask_ratio = float(validation["mask_ratio"])
-    metrics = run_evaluation(model, datamodule, settings, out)
+    metrics = run_evaluation(model, datamodule, settings, out, worker)
     loggers = instantiate_loggers(cfg)
     loggers = [lg for lg in loggers if not isinstance(lg, CSVLogger)] + [CSVLogger(str(out), name="csv", version="")]
     for lg in loggers:
@@ -60,13 +63,17 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from physiotouch.training.loggers import finish_wandb
+    with user_errors():
+        settings = build_settings(EvalConfig, cfg.eval, "eval")
+    # the probe-fitting process first: its imports run while this one imports Lightning (seconds each)
+    with started(settings.fit_process) as worker:
+        from physiotouch.training.loggers import finish_wandb
 
-    try:
-        with user_errors():
-            evaluate_checkpoint(cfg)
-    finally:
-        finish_wandb()
+        try:
+            with user_errors():
+                evaluate_checkpoint(cfg, settings, worker)
+        finally:
+            finish_wandb()
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ def test_evaluate_scores_with_the_runs_own_validation_masks(trained_run, tmp_pat
     saved["validation"]["mask_ratio"] = 0.6
     cfg_file.write_text(yaml.safe_dump(saved))
     seen = {}
-    monkeypatch.setattr(evaluation, "run_evaluation", lambda model, dm, settings, out: seen.update(
+    monkeypatch.setattr(evaluation, "run_evaluation", lambda model, dm, settings, out, worker: seen.update(
         ratio=settings.mask_ratio) or (out.mkdir(parents=True, exist_ok=True), (out / "report.md").write_text(
             "# r\n\n## Pictures\n"), {})[-1])
     cfg = compose_config([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"out_dir={tmp_path / 'eval'}",

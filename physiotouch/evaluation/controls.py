@@ -24,10 +24,12 @@ from torch import nn
 
 from physiotouch.models import TactileVideoMAE
 from physiotouch.models.mae import NUM_INPUT_FRAMES
+from physiotouch.utils.progress import progress_row
 from physiotouch.utils.timing import PhaseTimer
 
 from .contact_features import SIDE, contact_features, pooled_frames
 from .encoder import encode
+from .fit_worker import FitWorker
 from .logistic import GATHER_CLASSES
 from .probe_cache import ProbeCache
 from .probes import ProbeConfig, Task, pool, run_probes, task_metrics
@@ -124,15 +126,21 @@ def control_work(features: dict[str, np.ndarray], tasks: list[Task]) -> queue.Si
 
 
 def fit_controls(pending: queue.SimpleQueue, features: dict[str, np.ndarray], pcfg: ProbeConfig,
-                 cache: ProbeCache | None, timer: PhaseTimer, results: dict) -> None:
+                 cache: ProbeCache | None, timer: PhaseTimer, results: dict, worker: FitWorker | None = None) -> None:
     """Fits the units of `control_work` in `pending` until none is left (or reads them from `cache`), into `results`
-    {(control, part): (metrics, choices, predictions)}. Two threads may empty the same queue (evaluation/run.py)."""
+    {(control, part): (metrics, choices, predictions)}, here or in `worker`'s process. Several threads may empty
+    the same queue (evaluation/run.py)."""
     for name, i, tasks in drain(pending):
         with timer.phase(f"control {name}"):
             entry, hit = cache.lookup(name, features[name], tasks, pcfg) if cache else (None, None)
             if hit is None:
                 preds: dict = {}
-                metrics, _, choices = run_probes(tasks, features[name], pcfg, name, predictions=preds)
+                if worker is None:
+                    metrics, _, choices = run_probes(tasks, features[name], pcfg, name, predictions=preds)
+                else:
+                    with progress_row(f"probes ({name}, second process)", 1) as advance:
+                        metrics, _, choices = worker.run_probes(tasks, features[name], pcfg, name, predictions=preds)
+                        advance()
                 hit = metrics, choices, preds
                 if cache:
                     cache.store(entry, *hit)

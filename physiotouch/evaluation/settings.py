@@ -17,6 +17,7 @@ DEFAULT_STRENGTHS = {
     "brightness": [],  # multiplicative factor, e.g. [0.7, 0.85, 1.15, 1.3]
 }
 
+FIT_PROCESS = ("auto", "on", "off")  # EvalConfig.fit_process's values
 ECE_BINS = 10  # calibration error's confidence bins: the default of every function that bins (one home)
 
 
@@ -53,11 +54,20 @@ class EvalConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     robustness: dict = field(default_factory=lambda: {"enabled": True, "strengths": DEFAULT_STRENGTHS})
     device: str = "auto"  # auto: cuda when a GPU is present, else cpu
+    # A second process fitting the controls' probes beside the evaluation's threads (evaluation/fit_worker.py): auto
+    # where torch has two or more threads here, on, off
+    fit_process: str = "auto"
     # The controls' probe results kept on disk and read back while their features, tasks, settings and fitting code
     # are unchanged (evaluation/probe_cache.py), in probe_cache_dir (null: the data's cache folder, data.cache_dir,
     # under probes/)
     probe_cache: bool = True
     probe_cache_dir: str | None = None
+
+    def validate(self) -> None:
+        from physiotouch.utils.settings import require
+
+        require(self.fit_process in FIT_PROCESS, "eval.fit_process", self.fit_process,
+                f"one of {', '.join(FIT_PROCESS)}")
 
     def __post_init__(self):
         if self.device == "auto":

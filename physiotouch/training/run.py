@@ -158,12 +158,15 @@ def write_run_outputs(cfg: DictConfig, built: Built) -> dict:
 def evaluate_best(cfg: DictConfig, ckpt: str, datamodule, run: RunDir) -> dict:
     """The evaluation (probes, errors, pictures) of the best checkpoint, into RUN/eval/."""
     from physiotouch.checkpoints.format import load_model
+    from physiotouch.evaluation.fit_worker import started
     from physiotouch.evaluation.run import run_evaluation
     from physiotouch.evaluation.settings import EvalConfig
     from physiotouch.utils.settings import build_settings
 
-    model, _ = load_model(ckpt)
-    return run_evaluation(model, datamodule, build_settings(EvalConfig, cfg.eval, "eval"), run.eval_dir)
+    settings = build_settings(EvalConfig, cfg.eval, "eval")
+    with started(settings.fit_process) as worker:
+        model, _ = load_model(ckpt)
+        return run_evaluation(model, datamodule, settings, run.eval_dir, worker)
 
 
 def best_value(history: list[dict], key: str, mode: str) -> float | None:

@@ -1,5 +1,6 @@
 """A progress bar with counts and rate for long work: cache building, `data check`, feature encoding, synthetic
-generation. Shown on a terminal (stderr); silent in logs and CI unless PHYSIOTOUCH_PROGRESS=1 forces it.
+generation. Shown on a terminal (stderr); silent in logs and CI unless PHYSIOTOUCH_PROGRESS=1 forces it (0: never, as
+in the evaluation's probe-fitting process, evaluation/fit_worker.py, which shares the evaluation's terminal).
 rich draws it; this only decides when to draw, where, and which columns (count done/total and items per second).
 
 Bars opened while another is open (the evaluation fits the model's probes in a second thread beside the encodings,
@@ -24,7 +25,7 @@ def _forced() -> bool:
 
 
 def shown() -> bool:
-    return _forced() or sys.stderr.isatty()
+    return _forced() or (os.environ.get("PHYSIOTOUCH_PROGRESS") != "0" and sys.stderr.isatty())
 
 
 def _new_display():

@@ -27,10 +27,26 @@ def beside(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
         value = work()
         yield lambda: value
         return
+
+    def on_one_core() -> T:
+        torch.set_num_threads(1)
+        return work()
+
+    with in_thread(on_one_core) as result:
+        torch.set_num_threads(threads - 1)
+        try:
+            yield result
+        finally:
+            torch.set_num_threads(threads)
+
+
+@contextmanager
+def in_thread(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
+    """Runs `work` in a daemon thread while the caller's block runs -> its result() (which waits for it and re-raises
+    its error). For work that waits more than it computes (`beside` gives one that computes a core of its own)."""
     outcome: dict = {}
 
     def run() -> None:
-        torch.set_num_threads(1)
         try:
             outcome["value"] = work()
         except BaseException as err:  # handed to the caller by result()
@@ -45,11 +61,7 @@ def beside(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
             raise outcome["error"]
         return outcome["value"]
 
-    torch.set_num_threads(threads - 1)
-    try:
-        yield result
-    finally:
-        torch.set_num_threads(threads)
+    yield result
 
 
 @contextmanager
