@@ -1,16 +1,16 @@
-"""The evaluation's time per phase, the old path (every probe fit one at a time by scikit-learn) beside the new one
-(each task's fits batched in torch), first with an empty probe cache and then with the controls' probes read back
-from it (as every evaluation after the first on the same data), in one run, with the ratios; and whether all three
-give the same numbers.
+"""The evaluation's time per phase, the old path (every probe fit one at a time by scikit-learn, in one process)
+beside the new one (each task's fits batched in torch), without and with its probe-fitting process, first with an
+empty probe cache and then with the controls' probes read back from it (as every evaluation after the first on the
+same data), in one run, with the ratios; and whether all of them give the same numbers.
 
     .venv/bin/python benchmarks/eval_throughput.py --ckpt outputs/DATE/TIME/checkpoints/best-epochNNN.ckpt
     .venv/bin/python benchmarks/eval_throughput.py            # trains the README's main job first (~1-2 min)
 
-Both paths run the same tuned protocol (each probe's C, α, k chosen by inner cross-validation, for the model and
-every control): `python -m physiotouch.evaluate ckpt_path=CKPT eval.probe.backend=sklearn|torch`, each in its own
-process, each writing its phases' seconds to `timings.json`; the old path without the probe cache, the new one with
-a cache folder of its own, empty at first. Prints a Markdown table (docs/performance.md holds the
-last one measured) and the largest metric difference between the two paths.
+Every path runs the same tuned protocol (each probe's C, α, k chosen by inner cross-validation, for the model and
+every control): `python -m physiotouch.evaluate ckpt_path=CKPT eval.probe.backend=sklearn|torch
+eval.fit_process=off|auto`, each in its own process, each writing its phases' seconds to `timings.json`; the old
+path without the probe cache, the new ones each with a cache folder of their own, empty at first. Prints a Markdown
+table (docs/performance.md holds the last one measured) and the largest metric difference between the paths.
 """
 
 from __future__ import annotations
@@ -47,46 +47,55 @@ def train_default(tmp: Path) -> Path:
     return next((run / "checkpoints").glob("best-*.ckpt"))
 
 
+COLUMNS = {  # name: (heading, backend, the probe-fitting process, cache: none, empty at first, filled by "new")
+    "old": ("old path: scikit-learn, fit by fit, one process (s)", "sklearn", "off", None),
+    "one": ("new path: batched torch fits, one process (s)", "torch", "off", "empty"),
+    "new": ("new path, with its probe-fitting process (s)", "torch", "auto", "empty"),
+    "cached": ("new path, controls from the cache (s)", "torch", "auto", "new"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, help="the checkpoint to evaluate (default: train the main job first)")
     parser.add_argument("--skip-old", action="store_true",
-                        help="leave the old path out (half an hour here): the new path and the cached one only")
-    parser.add_argument("overrides", nargs="*", help="more overrides for both evaluations")
+                        help="leave the old path out (half an hour here): the new paths and the cached one only")
+    parser.add_argument("overrides", nargs="*", help="more overrides for every evaluation")
     args = parser.parse_args()
+    runs = {}  # name: (timings, metrics, wall clock)
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
         ckpt = args.ckpt.resolve() if args.ckpt else train_default(Path(tmp))
-        cache = Path(tmp) / "probe_cache"
-        old, m_old, wall_old = ({}, {}, float("nan")) if args.skip_old else evaluate(
-            ckpt, Path(tmp) / "sklearn", "sklearn", None, args.overrides)
-        new, m_new, wall_new = evaluate(ckpt, Path(tmp) / "torch", "torch", cache, args.overrides)
-        warm, m_warm, wall_warm = evaluate(ckpt, Path(tmp) / "torch_cached", "torch", cache, args.overrides)
+        for name, (_, backend, process, cache) in COLUMNS.items():
+            if name == "old" and args.skip_old:
+                continue
+            folder = None if cache is None else Path(tmp) / f"probe_cache_{'new' if cache == 'new' else name}"
+            runs[name] = evaluate(ckpt, Path(tmp) / name, backend, folder,
+                                  [f"eval.fit_process={process}", *args.overrides])
     print(f"checkpoint {ckpt.name}; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}\n")
-    print_table(old, new, warm, wall_old, wall_new, wall_warm)
-    if m_old:
-        compare("old / new", m_old, m_new)
-    compare("new / cached", m_new, m_warm)
+    print_table(runs)
+    for a, b in (("old", "new"), ("one", "new"), ("new", "cached")):
+        if a in runs:
+            compare(f"{a} / {b}", runs[a][1], runs[b][1])
 
 
-def print_table(old: dict, new: dict, warm: dict, wall_old: float, wall_new: float, wall_warm: float) -> None:
+def print_table(runs: dict) -> None:
     """The phases' seconds side by side (Markdown), with the ratios; without the old path when it was left out."""
-    columns = {"old": ("old path: scikit-learn, fit by fit (s)", old, wall_old)} if old else {}
-    columns |= {"new": ("new path: batched torch fits (s)", new, wall_new),
-                "cached": ("new path, controls from the cache (s)", warm, wall_warm)}
-    ratios = [("old", "new"), ("old", "cached")] if old else [("new", "cached")]
-    print("| phase | " + " | ".join(name for name, _, _ in columns.values()) + " | "
+    ratios = [("old", "new"), ("old", "cached")] if "old" in runs else [("new", "cached")]
+    ratios.append(("one", "new"))
+    print("| phase | " + " | ".join(COLUMNS[name][0] for name in runs) + " | "
           + " | ".join(f"{a} / {b}" for a, b in ratios) + " |")
-    print("|---" * (1 + len(columns) + len(ratios)) + "|")
+    print("|---" * (1 + len(runs) + len(ratios)) + "|")
     nan = float("nan")
-    for phase in [p for p in (old or new) if p != "total"] + ["total"]:
-        cells = [f"{t.get(phase, nan):.1f}" for _, t, _ in columns.values()]
-        cells += [_ratio(columns[a][1].get(phase, nan), columns[b][1].get(phase, nan)) for a, b in ratios]
+    first = next(iter(runs.values()))[0]
+    for phase in [p for p in first if p != "total"] + ["total"]:
+        cells = [f"{t.get(phase, nan):.1f}" for t, _, _ in runs.values()]
+        cells += [_ratio(runs[a][0].get(phase, nan), runs[b][0].get(phase, nan)) for a, b in ratios]
         print(f"| {phase} | " + " | ".join(cells) + " |")
-    print("| wall clock, process start included | " + " | ".join(f"{w:.1f}" for _, _, w in columns.values())
-          + " | " + " | ".join(_ratio(columns[a][2], columns[b][2]) for a, b in ratios) + " |")
+    print("| wall clock, process start included | " + " | ".join(f"{w:.1f}" for _, _, w in runs.values())
+          + " | " + " | ".join(_ratio(runs[a][2], runs[b][2]) for a, b in ratios) + " |")
     print(f"\nbudget (issue 24: {BUDGET_S:.0f} s on 2 cores; `total`, the evaluation's own wall clock): every "
-          f"evaluation after the first on a split {_against_budget(warm['total'])}; the first, which fits the "
-          f"controls' probes for that split, {_against_budget(new['total'])}")
+          f"evaluation after the first on a split {_against_budget(runs['cached'][0]['total'])}; the first, which "
+          f"fits the controls' probes for that split, {_against_budget(runs['new'][0]['total'])}")
 
 
 def _against_budget(seconds: float) -> str:
