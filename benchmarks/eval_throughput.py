@@ -103,7 +103,8 @@ def _against_budget(seconds: float) -> str:
 
 
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b and a == a and b == b else "—"
+    """a / b; "—" where b is missing or under the table's 0.1 s (a control read from the cache: no ratio means much)"""
+    return f"{a / b:.1f}x" if b >= 0.05 and a == a else "—"
 
 
 def compare(what: str, a: dict, b: dict) -> None:

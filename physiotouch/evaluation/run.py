@@ -155,7 +155,7 @@ def run_evaluation(model, datamodule, cfg: EvalConfig, out: Path, worker: FitWor
     # done. Never two threads of this process fitting at once beside the process (measured on the default run: 32.3 s
     # against 35.5 s). The results are the same in any order: every probe is fit on one thread (probes.run_probes).
     robust = cfg.robustness.get("enabled", True)
-    with beside(probes_and_pictures) as model_side, in_thread(in_worker) as worker_side:
+    with beside(probes_and_pictures) as model_side, in_thread(in_worker, "physiotouch-fit-process") as worker_side:
         try:
             if robust:
                 with timer.phase("robustness"):

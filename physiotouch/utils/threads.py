@@ -32,7 +32,7 @@ def beside(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
         torch.set_num_threads(1)
         return work()
 
-    with in_thread(on_one_core) as result:
+    with in_thread(on_one_core, "physiotouch-beside") as result:
         torch.set_num_threads(threads - 1)
         try:
             yield result
@@ -41,7 +41,7 @@ def beside(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
 
 
 @contextmanager
-def in_thread(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
+def in_thread(work: Callable[[], T], name: str) -> Iterator[Callable[[], T]]:
     """Runs `work` in a daemon thread while the caller's block runs -> its result() (which waits for it and re-raises
     its error). For work that waits more than it computes (`beside` gives one that computes a core of its own)."""
     outcome: dict = {}
@@ -52,7 +52,7 @@ def in_thread(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
         except BaseException as err:  # handed to the caller by result()
             outcome["error"] = err
 
-    thread = threading.Thread(target=run, name="physiotouch-beside", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
 
     def result() -> T:
