@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -59,6 +60,30 @@ def test_a_killed_process_costs_a_warning_and_the_fits_are_made_here(caplog):
         assert [r.getMessage() for r in caplog.records] == [
             f"the probe-fitting process ended (exit code {fits._process.exitcode}); fitting the rest in this one"]
     _same(got, _fit(run_probes, x, tasks))
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """Spawn imports the caller's script in the new process unless told otherwise: an unguarded script (a training
+    with its evaluation, say) would run again there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ran, script = tmp_path / "ran.txt", tmp_path / "unguarded.py"
+    script.write_text(f"""from pathlib import Path
+Path({str(ran)!r}).open("a").write("ran\\n")
+from physiotouch.evaluation.fit_worker import started
+from tests.test_probe_cache import PCFG, _tasks
+with started("on") as fits:
+    x, tasks = _tasks()
+    fits.run_probes(tasks, x, PCFG)
+    assert fits.alive
+""")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ran.read_text() == "ran\n"
 
 
 def test_the_setting_decides_and_the_process_ends_with_the_block():

@@ -16,6 +16,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
+import types
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -49,7 +51,8 @@ class FitWorker:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child,), name="physiotouch-probe-fits", daemon=True)
-        self._process.start()
+        with _no_main_script():
+            self._process.start()
         child.close()
         self.alive, self.closed = True, False
 
@@ -83,6 +86,19 @@ class FitWorker:
         if self._process.is_alive():
             self._process.terminate()
         self._process.join(5)
+
+
+@contextmanager
+def _no_main_script() -> Iterator[None]:
+    """While a process is spawned: an empty __main__, so that the process imports this package alone. Spawn otherwise
+    imports the caller's script in it, and a script without an `if __name__ == "__main__":` guard (a training with
+    `evaluate_after_training=true`, say) would run again there. Spawn reads __main__ once, in `start()`."""
+    script = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = script
 
 
 def _serve(conn) -> None:
